@@ -1,0 +1,1 @@
+python run.py experiment=cifar10_resnet20 trainer=gpu logger=csv trainer.enable_progress_bar=false progress=false dataset.num_workers=6 ann.checkpoint=null stages=[ann] trainer.max_epochs=50 ann.export_to=/work/main/gpu_work/ckpt/cifar10_resnet20.pt hydra.run.dir=/work/main/gpu_work/runs/train_r20

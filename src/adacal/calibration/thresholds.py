@@ -1,0 +1,100 @@
+"""Threshold fitting on the ANN's pre-activations (max, percentile, MSE grid search).
+
+All fits see the pre-activation z of one site over the calibration images,
+[N, C, ...]; the target is the ANN activation relu(z). ``granularity`` is
+``"layer"`` (one θ, returned as [1]) or ``"channel"`` (θ per channel, [C]).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from adacal.errors import ConfigError
+from adacal.snn.neurons import surrogate_floor
+
+METHODS = ("max", "percentile", "mse")
+GRANULARITIES = ("layer", "channel")
+MIN_THRESHOLD = 1e-4
+
+
+def _rows(z: Tensor, granularity: str) -> Tensor:
+    """[N, C, ...] -> [R, M] rows that share one threshold (R = 1 or C)."""
+    if granularity == "layer":
+        return z.reshape(1, -1)
+    return z.transpose(0, 1).reshape(z.shape[1], -1)
+
+
+def max_threshold(z: Tensor, granularity: str = "layer") -> Tensor:
+    """θ = max z (per layer [1] or per channel [C])."""
+    return _rows(z, granularity).amax(1).clamp_min(MIN_THRESHOLD)
+
+
+def percentile_threshold(z: Tensor, percentile: float, granularity: str = "layer") -> Tensor:
+    """θ = the given percentile (0, 100] of relu(z), exact (k-th smallest value)."""
+    if not 0 < percentile <= 100:
+        raise ConfigError(
+            "calibration.threshold.percentile",
+            f"{percentile} is outside (0, 100]; use e.g. 99.99",
+        )
+    rows = _rows(torch.relu(z), granularity)
+    k = max(1, math.ceil(percentile / 100 * rows.shape[1]))
+    return rows.kthvalue(k, dim=1).values.clamp_min(MIN_THRESHOLD)
+
+
+def surrogate_error(z: Tensor, theta: Tensor, T: int, levels: int, granularity: str) -> Tensor:
+    """Σ (relu(z) − a(z; θ))² per row, a = clip-floor surrogate with v0 = θ/2: returns [R]."""
+    rows = _rows(z, granularity)
+    th = theta.reshape(-1, 1)
+    a = surrogate_floor(rows, th, T, th / 2, levels)
+    return (a - torch.relu(rows)).pow(2).sum(1)
+
+
+def mse_threshold(
+    z: Tensor, T: int, levels: int | None = None, granularity: str = "layer", candidates: int = 95
+) -> Tensor:
+    """Grid search θ_i = max·(1 − 0.01 i), i = 0..candidates−1, minimising the surrogate MSE.
+
+    Args:
+        z: pre-activations [N, C, ...].
+        T: timesteps the surrogate is fitted for.
+        levels: spikes a neuron may emit over T steps (T·φ); defaults to T.
+    Returns:
+        θ of shape [1] (layer) or [C] (channel).
+    """
+    levels = T if levels is None else levels
+    top = max_threshold(z, granularity)
+    best_err = torch.full_like(top, float("inf"))
+    best = top.clone()
+    for i in range(candidates):
+        theta = (top * (1 - 0.01 * i)).clamp_min(MIN_THRESHOLD)
+        err = surrogate_error(z, theta, T, levels, granularity)
+        better = err < best_err
+        best = torch.where(better, theta, best)
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
+def fit_threshold(
+    z: Tensor,
+    method: str,
+    T: int,
+    levels: int | None = None,
+    granularity: str = "layer",
+    percentile: float = 99.99,
+    candidates: int = 95,
+) -> Tensor:
+    """Dispatch on ``method`` (``max``, ``percentile``, ``mse``)."""
+    if granularity not in GRANULARITIES:
+        raise ConfigError(
+            "calibration.threshold.granularity", f"'{granularity}' is not one of {GRANULARITIES}"
+        )
+    if method == "max":
+        return max_threshold(z, granularity)
+    if method == "percentile":
+        return percentile_threshold(z, percentile, granularity)
+    if method == "mse":
+        return mse_threshold(z, T, levels, granularity, candidates)
+    raise ConfigError("calibration.threshold.method", f"'{method}' is not one of {METHODS}")

@@ -1,0 +1,173 @@
+"""Checkpoints with a sha256 sidecar and the command that produced them.
+
+A checkpoint ``model.pt`` travels with two small text files:
+
+- ``model.pt.sha256``: ``sha256sum`` format, ``"<hex>  model.pt"``; checked on every load,
+  so a corrupt or replaced file fails loudly instead of silently giving other numbers;
+- ``model.pt.cmd``: the command line that wrote the checkpoint, to reproduce it.
+
+Loading uses ``torch.load(..., weights_only=True)``: a checkpoint is tensors only, never
+arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adacal.errors import ConfigError
+
+_CHUNK = 1 << 20
+_MAX_LISTED = 5
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 digest of the file at ``path`` (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(<path>.sha256, <path>.cmd)`` for a checkpoint path."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256"), path.with_name(path.name + ".cmd")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state_dict(
+    model: nn.Module | Mapping[str, torch.Tensor], path: str | Path, command: str
+) -> str:
+    """Save ``model.state_dict()`` to ``path`` with ``.sha256`` and ``.cmd`` sidecars.
+
+    The tensor file is written to a temporary name and renamed, so an interrupted save never
+    leaves a half-written checkpoint under the final name. Returns the hex sha256 digest.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    digest = sha256_file(path)
+    sha_path, cmd_path = sidecar_paths(path)
+    _write_text_atomic(sha_path, f"{digest}  {path.name}\n")
+    _write_text_atomic(cmd_path, command.rstrip("\n") + "\n")
+    return digest
+
+
+def verify_checkpoint(path: str | Path, key: str = "ann.checkpoint") -> str:
+    """Check ``path`` against ``<path>.sha256``; return the digest or raise ConfigError(key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            key,
+            f"checkpoint {path} does not exist; pass {key}=<path to a .pt file> "
+            "or train the ANN first",
+        )
+    sha_path, _ = sidecar_paths(path)
+    if not sha_path.is_file():
+        raise ConfigError(
+            key,
+            f"{sha_path} is missing, so {path} cannot be verified; if you trust "
+            f"the file, create it with `sha256sum {path.name} > {sha_path.name}` "
+            f"in {path.parent}",
+        )
+    fields = sha_path.read_text().split()
+    expected = fields[0].lower() if fields else ""
+    digest = sha256_file(path)
+    if digest != expected:
+        raise ConfigError(
+            key,
+            f"sha256 of {path} ({digest[:12]}...) does not match {sha_path} "
+            f"({expected[:12] or 'empty'}...): the file is corrupt or was "
+            "replaced",
+        )
+    return digest
+
+
+def _shape_mismatch_message(
+    model_state: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor]
+) -> str | None:
+    """Describe keys/shapes that differ between a model and a loaded state dict, or None."""
+    missing = [k for k in model_state if k not in loaded]
+    unexpected = [k for k in loaded if k not in model_state]
+    shapes = [
+        f"{k} {tuple(loaded[k].shape)} vs model {tuple(model_state[k].shape)}"
+        for k in model_state
+        if k in loaded
+        and isinstance(loaded[k], torch.Tensor)
+        and tuple(loaded[k].shape) != tuple(model_state[k].shape)
+    ]
+    parts = []
+    for label, items in (
+        ("missing tensors", missing),
+        ("unexpected tensors", unexpected),
+        ("shape mismatch", shapes),
+    ):
+        if items:
+            more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+            parts.append(f"{label}: {', '.join(items[:_MAX_LISTED])}{more}")
+    return "; ".join(parts) if parts else None
+
+
+def load_state_dict(model: nn.Module, path: str | Path, key: str = "ann.checkpoint") -> str:
+    """Verify ``path`` against its sha256 sidecar and load it into ``model`` (strict).
+
+    Raises ``ConfigError(key, ...)`` when the file or its ``.sha256`` is missing, the digest
+    differs, the file is not a plain tensor state dict, or the tensors do not fit ``model``
+    (naming the differing tensors). Returns the hex digest.
+    """
+    digest = verify_checkpoint(path, key)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses arbitrary pickled objects
+        raise ConfigError(
+            key,
+            f"{path} is not a plain tensor state dict "
+            f"(torch.load weights_only=True refused it: "
+            f"{str(err).splitlines()[0]})",
+        ) from err
+    if (
+        isinstance(loaded, Mapping)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], Mapping)
+    ):
+        # a Lightning checkpoint of ANNClassifier: take the wrapped model's tensors
+        loaded = {k.removeprefix("model."): v for k, v in loaded["state_dict"].items()}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(key, f"{path} holds a {type(loaded).__name__}, not a state dict")
+    problem = _shape_mismatch_message(model.state_dict(), loaded)
+    if problem is not None:
+        raise ConfigError(
+            key,
+            f"{path} does not fit the model ({problem}); check that "
+            "`architecture=` and `dataset=` (number of classes, input "
+            "channels) match the run that wrote the checkpoint",
+        )
+    model.load_state_dict(loaded, strict=True)
+    return digest

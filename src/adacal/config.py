@@ -1,0 +1,67 @@
+"""Checks on the composed config that fail before any work starts; the run's command line."""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig, ListConfig
+
+from adacal.errors import ConfigError
+
+STAGES = ("ann", "snn")
+
+
+def timesteps(cfg: DictConfig) -> list[int]:
+    """``snn.T`` as a list of target timesteps (an int or a list in the config)."""
+    value = cfg.snn.T
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    return [int(v) for v in values]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` (naming the key) for values that cannot work."""
+    stages = list(cfg.stages)
+    if not stages or any(s not in STAGES for s in stages):
+        raise ConfigError("stages", f"{stages} must be a non-empty subset of {list(STAGES)}")
+    if "snn" in stages:
+        Ts = timesteps(cfg)
+        if not Ts:
+            raise ConfigError("snn.T", "the timestep list is empty; pass e.g. snn.T=[4,8,16,32]")
+        if any(T <= 0 for T in Ts):
+            raise ConfigError("snn.T", f"timesteps must be positive integers, got {Ts}")
+        if any(int(t) <= 0 for t in cfg.snn.anytime):
+            raise ConfigError("snn.anytime", f"steps must be positive, got {list(cfg.snn.anytime)}")
+        if cfg.snn.chunk is not None and int(cfg.snn.chunk) <= 0:
+            raise ConfigError(
+                "snn.chunk", f"must be a positive number of timesteps or null, got {cfg.snn.chunk}"
+            )
+        th = cfg.calibration.threshold
+        if th.method == "percentile" and not 0 < float(th.percentile) <= 100:
+            raise ConfigError(
+                "calibration.threshold.percentile",
+                f"{th.percentile} is outside (0, 100]; use e.g. 99.99",
+            )
+        if th.method not in ("max", "percentile", "mse"):
+            raise ConfigError(
+                "calibration.threshold.method", f"'{th.method}' is not one of max, percentile, mse"
+            )
+        if th.granularity not in ("layer", "channel"):
+            raise ConfigError(
+                "calibration.threshold.granularity",
+                f"'{th.granularity}' is not one of layer, channel",
+            )
+        if int(cfg.calibration.num_samples) <= 0:
+            raise ConfigError(
+                "calibration.num_samples", f"must be positive, got {cfg.calibration.num_samples}"
+            )
+    if not cfg.ann.checkpoint and not cfg.ann.train:
+        raise ConfigError(
+            "ann.checkpoint",
+            "no checkpoint given and ann.train=false: "
+            "pass ann.checkpoint=<state dict> or ann.train=true",
+        )
+
+
+def command_line() -> str:
+    """The command that started this process (checkpoints' ``.cmd`` sidecar, metrics.json)."""
+    return " ".join(["python", *sys.argv])

@@ -1,0 +1,164 @@
+"""Shared pieces of the classification datamodules: a Dataset over a uint8 tensor, limits,
+loaders and the fixed calibration subset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from adacal.data.transforms import TensorTransform, augment_options
+from adacal.errors import ConfigError
+
+# Subsets chosen by ``train_limit`` / ``test_limit`` use this fixed permutation seed, so the
+# same N images are used whatever the run's seed (ImageFolder order is sorted by class, so
+# a plain "first N" would hold a single class).
+LIMIT_SEED = 0
+
+
+class TensorImageDataset(Dataset):
+    """``images`` uint8 ``[N, C, H, W]``, ``labels`` long ``[N]``; item ``i`` is
+    ``(transform(images[i]) float [C, H, W], label int)``."""
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor]
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(
+                f"expected uint8 [N,C,H,W] images and [N] labels, got {tuple(images.shape)}"
+            )
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
+def limit_indices(n: int, limit: int | None, key: str) -> Tensor | None:
+    """``None`` (use all) or the first ``limit`` entries of a fixed permutation of ``range(n)``."""
+    if limit is None or limit >= n:
+        return None
+    if limit <= 0:
+        raise ConfigError(key, f"must be a positive number of images or null, got {limit}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(LIMIT_SEED))[:limit]
+
+
+def check_positive(key: str, value: int) -> int:
+    if int(value) <= 0:
+        raise ConfigError(key, f"must be positive, got {value}")
+    return int(value)
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Base: subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std`` and
+    implement ``_build() -> (train, train_eval, test)`` datasets
+    (``train_eval`` = the training images with the test-time transform).
+    ``val_dataloader`` is the test set."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        augment: Mapping[str, Any] | None = None,
+        augment_defaults: Mapping[str, Any] | None = None,
+        test_limit: int | None = None,
+        train_limit: int | None = None,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_positive("dataset.batch_size", batch_size)
+        self.eval_batch_size = check_positive(
+            "dataset.eval_batch_size", eval_batch_size or batch_size
+        )
+        if int(num_workers) < 0:
+            raise ConfigError("dataset.num_workers", f"must be >= 0, got {num_workers}")
+        self.num_workers = int(num_workers)
+        self.augment = augment_options(augment, augment_defaults)
+        self.test_limit = test_limit
+        self.train_limit = train_limit
+        self.seed = int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.mean: Sequence[float] = ()
+        self.std: Sequence[float] = ()
+        self.train_set: Dataset | None = None
+        self.train_eval_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # -- subclass hook -----------------------------------------------------------------
+    def _build(self) -> tuple[Dataset, Dataset, Dataset]:
+        raise NotImplementedError
+
+    # -- transforms for tensor-backed subclasses ---------------------------------------
+    def train_transform(self) -> TensorTransform:
+        return TensorTransform(self.mean, self.std, train=True, **self.augment)
+
+    def eval_transform(self) -> TensorTransform:
+        return TensorTransform(self.mean, self.std, train=False)
+
+    # -- LightningDataModule -----------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data once (idempotent) and apply ``train_limit`` / ``test_limit``."""
+        if self.train_set is not None:
+            return
+        train, train_eval, test = self._build()
+        idx = limit_indices(len(train), self.train_limit, "dataset.train_limit")
+        if idx is not None:
+            train, train_eval = Subset(train, idx.tolist()), Subset(train_eval, idx.tolist())
+        idx = limit_indices(len(test), self.test_limit, "dataset.test_limit")
+        if idx is not None:
+            test = Subset(test, idx.tolist())
+        self.train_set, self.train_eval_set, self.test_set = train, train_eval, test
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            self.setup()
+            return self._loader(self.train_set if shuffle else self.test_set, batch_size, shuffle)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def calibration_set(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` training images with the test-time transform: (images float ``[n, C, H, W]``
+        normalised, labels long ``[n]``, indices long ``[n]`` into the (limited) training set).
+
+        Drawn by ``torch.randperm`` with its own ``torch.Generator().manual_seed(seed)``, so every
+        process and every run with the same seed gets the same subset.
+        """
+        self.setup()
+        assert self.train_eval_set is not None
+        total = len(self.train_eval_set)
+        if not 0 < n <= total:
+            raise ConfigError(
+                "calibration.num_samples", f"needs 1..{total} images (training set size), got {n}"
+            )
+        indices = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+        items = [self.train_eval_set[i] for i in indices.tolist()]
+        images = torch.stack([x for x, _ in items])
+        labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
+        return images, labels, indices

@@ -1,0 +1,124 @@
+"""Evaluate a converted network (or its ANN) on a test set with Lightning, DDP-safe.
+
+One pass over the test set simulates T steps per batch and reports, for every t
+in ``anytime`` (t ≤ T), the top-1 accuracy of the rate-coded prediction after t
+steps, plus spikes per site. Counts are summed across processes, and the
+test set is sharded without padding (rank r takes samples r, r+W, r+2W, ...),
+so 1 and N processes give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchmetrics import Metric
+
+from adacal.snn.convert import SpikingNetwork
+from adacal.snn.simulate import anytime_logits, simulate, spike_totals
+
+
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank+world, ... of range(n): every sample exactly once over all ranks."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class Counts(Metric):
+    """Sums of fixed-shape count vectors, reduced by sum across processes."""
+
+    full_state_update = False
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        super().__init__()
+        for name, size in sizes.items():
+            self.add_state(
+                name, default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum"
+            )
+
+    def update(self, **values: Tensor) -> None:
+        for name, value in values.items():
+            setattr(self, name, getattr(self, name) + value.to(torch.float64))
+
+    def compute(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self._defaults}
+
+    def totals(self) -> dict[str, Tensor]:
+        """The states summed over all processes (unsqueezed, unlike ``compute``)."""
+        with self.sync_context():
+            return {name: getattr(self, name).clone() for name in self._defaults}
+
+
+class SNNEvaluator(L.LightningModule):
+    """Test-only module. ``T = 0`` evaluates the network as the ANN (all sites ReLU).
+
+    Results (rank 0 and every rank alike) land in ``self.results``:
+    ``acc_t{t}`` for t in ``anytime``, ``spikes`` (per image, all sites, T steps),
+    ``site_spikes`` [L] per image, ``samples``.
+    """
+
+    def __init__(
+        self,
+        net: SpikingNetwork,
+        dataset: Dataset,
+        T: int,
+        anytime: Sequence[int] = (),
+        chunk: int | None = 8,
+        batch_size: int = 256,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.dataset = dataset
+        self.T = int(T)
+        steps = sorted({int(t) for t in anytime if 0 < int(t) <= self.T} | {max(self.T, 1)})
+        self.steps = steps
+        self.chunk = chunk
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        sizes = {"correct": len(steps), "samples": 1, "site_spikes": max(1, len(net.sites))}
+        self.counts = Counts(sizes)
+        self.results: dict[str, float | list[float]] = {}
+
+    def test_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=ShardSampler(len(self.dataset), rank, world),
+            num_workers=self.num_workers,
+        )
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        if self.T == 0:
+            self.net.set_mode("relu")
+            logits = self.net(x).unsqueeze(0)
+            spikes = torch.zeros(max(1, len(self.net.sites)), device=x.device)
+        else:
+            logits = anytime_logits(simulate(self.net, x, self.T, self.chunk))
+            spikes = spike_totals(self.net).sum((1, 2))
+        index = torch.tensor([t - 1 for t in self.steps], device=x.device)
+        correct = (logits[index].argmax(-1) == y.unsqueeze(0)).sum(1)
+        samples = torch.tensor([len(y)], device=x.device)
+        self.counts.update(correct=correct, samples=samples, site_spikes=spikes)
+
+    def on_test_epoch_end(self) -> None:
+        c = self.counts.totals()
+        n = float(c["samples"].item())
+        self.results = {
+            f"acc_t{t}": float(c["correct"][i].item()) / n for i, t in enumerate(self.steps)
+        }
+        per_site = (c["site_spikes"] / n).tolist()
+        self.results.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
+        self.counts.reset()

@@ -1,0 +1,283 @@
+"""ANN -> SNN conversion on the torch.fx graph, in a fixed order of pure steps.
+
+``CONVERSION_STEPS`` pins the order (a test checks it):
+
+1. ``fold_batchnorm``: every BatchNorm fed only by a conv/linear is folded into it.
+2. ``place_sites``: every ReLU *call* (``nn.ReLU`` module, ``F.relu``, ``torch.relu``,
+   ``Tensor.relu``) becomes its own :class:`Site`, so a ReLU module called twice
+   (torchvision's BasicBlock) gives two sites.
+3. ``commute_stem_maxpool``: max pooling right after a site whose input is analog
+   (computed from the image alone) commutes with the ReLU, so it moves before the
+   neuron exactly; max pooling anywhere else is refused (not rate-preserving).
+4. ``insert_time_expansion``: the analog prefix (nodes that depend on the image
+   only) runs once per batch; a :class:`TimeExpand` repeats its output over the Tc
+   timesteps of a chunk where spiking nodes consume it (direct encoding, exact).
+
+Everything between sites (convs, linears, residual adds, average pooling,
+upsampling, concatenation, flatten) is linear in time and runs on the
+``[Tc·B, ...]`` batch unchanged; the last layer stays analog.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import operator
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from adacal.errors import ConfigError
+from adacal.snn.neurons import IFNeuron
+from adacal.snn.site import Site
+
+CONVERSION_STEPS = (
+    "fold_batchnorm",
+    "place_sites",
+    "commute_stem_maxpool",
+    "insert_time_expansion",
+)
+
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+_RELU_METHODS = ("relu", "relu_")
+_MAXPOOL_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, F.max_pool1d, F.max_pool3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class TimeExpand(nn.Module):
+    """Repeat an analog tensor over the Tc timesteps of a chunk: [B, ...] -> [Tc·B, ...].
+
+    Time-major: rows t·B .. t·B + B − 1 hold step t.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.steps == 1:
+            return x
+        return x.unsqueeze(0).expand(self.steps, *x.shape).reshape(-1, *x.shape[1:])
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
+    """Fold BN into the conv/linear that feeds it (eval statistics); outputs unchanged."""
+    for node in list(gm.graph.nodes):
+        bn = _module(gm, node)
+        if not isinstance(bn, _BN) or not isinstance(node.args[0], fx.Node):
+            continue
+        prev = node.args[0]
+        layer = _module(gm, prev)
+        if len(prev.users) != 1 or not isinstance(
+            layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+        ):
+            continue
+        fuse = fuse_linear_bn_eval if isinstance(layer, nn.Linear) else fuse_conv_bn_eval
+        _set_module(gm, str(prev.target), fuse(layer.eval(), bn.eval()))
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for every kind of ReLU call the converter turns into a site."""
+    if node.op == "call_module":
+        return isinstance(_module(gm, node), nn.ReLU)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in _RELU_METHODS
+
+
+def is_maxpool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(_module(gm, node), (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d))
+    return node.op == "call_function" and node.target in _MAXPOOL_FUNCTIONS
+
+
+def place_sites(gm: fx.GraphModule, neuron: IFNeuron) -> fx.GraphModule:
+    """Replace every ReLU call by a new :class:`Site` submodule ``site_<i>`` (network order)."""
+    index = 0
+    for node in list(gm.graph.nodes):
+        if not is_relu(gm, node):
+            continue
+        name = f"site_{index}"
+        gm.add_submodule(name, Site(neuron, index, name=str(node.name)))
+        with gm.graph.inserting_after(node):
+            site = gm.graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(site)
+        gm.graph.erase_node(node)
+        index += 1
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _is_site(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return isinstance(_module(gm, node), Site)
+
+
+def dynamic_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes whose value depends on some site's output (i.e. varies over time)."""
+    dynamic: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if _is_site(gm, node) or any(a in dynamic for a in node.all_input_nodes):
+            dynamic.add(node)
+    return dynamic
+
+
+def commute_stem_maxpool(gm: fx.GraphModule) -> fx.GraphModule:
+    """Move max pooling before an analog-input site: maxpool(relu(z)) = relu(maxpool(z))."""
+    for node in list(gm.graph.nodes):
+        if not is_maxpool(gm, node):
+            continue
+        dynamic = dynamic_nodes(gm)
+        src = node.args[0]
+        if src not in dynamic:
+            continue  # pooling of analog values: stays analog
+        if not (_is_site(gm, src) and src.args[0] not in dynamic and len(src.users) == 1):
+            raise ConfigError(
+                "architecture",
+                f"max pooling at node '{node.name}' sits between spiking layers; max pooling is "
+                "not rate-preserving, so this network cannot be converted. Use average pooling "
+                "in the model (only a max pool right after the analog first layer is moved "
+                "before its neuron automatically).",
+            )
+        node.args = (src.args[0], *node.args[1:])
+        node.replace_all_uses_with(src, delete_user_cb=functools.partial(operator.is_not, src))
+        src.args = (node,)
+        node.append(src)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def insert_time_expansion(gm: fx.GraphModule, example: Tensor) -> fx.GraphModule:
+    """Insert a :class:`TimeExpand` on every edge from an analog tensor to a spiking node."""
+    ShapeProp(gm).propagate(example)
+    dynamic = dynamic_nodes(gm)
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node in dynamic or node.op == "output":
+            continue
+        users = [u for u in node.users if u in dynamic]
+        if not users or not isinstance(
+            node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata
+        ):
+            continue
+        name = f"time_expand_{count}"
+        gm.add_submodule(name, TimeExpand())
+        with gm.graph.inserting_after(node):
+            expanded = gm.graph.call_module(name, (node,))
+        for user in users:
+            user.replace_input_with(node, expanded)
+        count += 1
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def convert(model: nn.Module, neuron: IFNeuron, example: Tensor) -> SpikingNetwork:
+    """Convert a ReLU ANN into a :class:`SpikingNetwork` (a copy; ``model`` is untouched).
+
+    Args:
+        model: the trained ANN (any fx-traceable ReLU network).
+        neuron: neuron spec placed at every site.
+        example: one input batch [1, C, H, W] used for shape propagation.
+    """
+    model = copy.deepcopy(model).eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as err:  # noqa: BLE001 - re-raised with the key to fix
+        raise ConfigError("architecture", f"the model cannot be traced by torch.fx: {err}") from err
+    steps: dict[str, Callable[[fx.GraphModule], fx.GraphModule]] = {
+        "fold_batchnorm": fold_batchnorm,
+        "place_sites": lambda g: place_sites(g, neuron),
+        "commute_stem_maxpool": commute_stem_maxpool,
+        "insert_time_expansion": lambda g: insert_time_expansion(g, example),
+    }
+    for name in CONVERSION_STEPS:
+        gm = steps[name](gm)
+    return SpikingNetwork(gm, example)
+
+
+class SpikingNetwork(nn.Module):
+    """The converted network: an fx GraphModule whose ReLU calls are :class:`Site` modules.
+
+    ``forward(x)`` takes images [B, C, H, W]. In ``relu``/``observe``/``surrogate``
+    modes it returns the ANN-shaped output [B, K]; in ``spike`` mode, after
+    :meth:`reset` and :meth:`set_steps`, it returns the Tc per-step outputs of the
+    analog last layer folded time-major, [Tc·B, K].
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, example: Tensor) -> None:
+        super().__init__()
+        self.net = graph_module
+        self.sites: list[Site] = [m for m in graph_module.modules() if isinstance(m, Site)]
+        self.sites.sort(key=lambda s: s.index)
+        self.expanders = [m for m in graph_module.modules() if isinstance(m, TimeExpand)]
+        self._record_site_shapes(example)
+
+    @torch.no_grad()
+    def _record_site_shapes(self, example: Tensor) -> None:
+        self.set_mode("observe")
+        self.net(example[:1])
+        for site in self.sites:
+            site.neurons_per_sample = site.recorded[0][0].numel()
+            site.channels = site.recorded[0].shape[1]
+            site.recorded = []
+        self.set_mode("relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def set_mode(self, mode: str) -> None:
+        for site in self.sites:
+            site.mode = mode
+
+    def set_T(self, T: int) -> None:
+        """Set the target number of timesteps the thresholds/calibration are fitted for."""
+        for site in self.sites:
+            site.T = T
+
+    def reset(self, batch_size: int) -> None:
+        """Start a new simulation of ``batch_size`` samples at t = 0."""
+        for site in self.sites:
+            site.reset(batch_size)
+
+    def set_steps(self, steps: int) -> None:
+        """Timesteps Tc of the next chunk (how many copies TimeExpand makes)."""
+        for expander in self.expanders:
+            expander.steps = steps
+
+    def site_graph_nodes(self) -> list[fx.Node]:
+        """The fx nodes of the sites, in site order."""
+        nodes = {str(n.target): n for n in self.net.graph.nodes if n.op == "call_module"}
+        return [nodes[f"site_{s.index}"] for s in self.sites]
+
+
+__all__ = [
+    "CONVERSION_STEPS",
+    "SpikingNetwork",
+    "TimeExpand",
+    "commute_stem_maxpool",
+    "convert",
+    "fold_batchnorm",
+    "insert_time_expansion",
+    "place_sites",
+]

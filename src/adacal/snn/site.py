@@ -1,0 +1,117 @@
+"""A neuron site: the module that replaces one ReLU call in the converted network.
+
+A site runs in one of four modes (DESIGN.md §3):
+
+- ``relu``: the ANN, out = max(z, 0).
+- ``observe``: the ANN, and the pre-activation z is recorded (threshold fitting).
+- ``surrogate``: the clip-floor rate of the neuron for a constant input
+  (:func:`adacal.snn.neurons.surrogate_floor`), straight-through for gradients.
+- ``spike``: the spiking neuron, simulated over the timesteps folded into the batch.
+
+In ``spike`` mode the input is ``[Tc·B, C, ...]`` (Tc timesteps of a batch of B,
+time-major) and the state (membrane potential ``v``) persists across calls until
+:meth:`Site.reset` is called; so a long simulation runs in chunks of timesteps.
+
+SNN-only corrections live on the site, not in the ANN's weights: a per-channel
+``bias`` (bias calibration, added to z) and a per-neuron ``v_delta`` (potential
+calibration, added to v(0)). This is exact for any producer of z (a conv, a
+residual add, a concatenation), so calibration needs no per-architecture code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from adacal.snn.neurons import IFNeuron, surrogate_floor
+
+MODES = ("relu", "observe", "surrogate", "spike")
+
+
+def channel_view(t: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-channel vector [C] (or a scalar [1]) to broadcast along dim 1 of ``like``."""
+    if t.numel() == 1:
+        return t.reshape(())
+    return t.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+class Site(nn.Module):
+    """One spiking neuron site (the converted form of one ReLU call).
+
+    Buffers: ``theta`` [1] or [C] (threshold), ``bias`` [1] or [C] (bias calibration),
+    ``v_delta`` [C, ...] or [1] (potential calibration). State: ``v`` [B, C, ...].
+    """
+
+    def __init__(self, neuron: IFNeuron, index: int, name: str = "") -> None:
+        super().__init__()
+        self.neuron = neuron
+        self.index = index
+        self.label = name
+        self.mode = "relu"
+        self.T = 1
+        self.phi = neuron.max_spikes()
+        self.batch_size = 0
+        self.v: Tensor | None = None
+        self.recorded: list[Tensor] = []
+        self.spike_counts: list[Tensor] = []
+        self.count_spikes = True
+        self.neurons_per_sample = 0
+        self.register_buffer("theta", torch.ones(1))
+        self.register_buffer("bias", torch.zeros(1))
+        self.register_buffer("v_delta", torch.zeros(1))
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}, label={self.label!r}, mode={self.mode}, T={self.T}"
+
+    # --- state ---------------------------------------------------------------
+    def reset(self, batch_size: int) -> None:
+        """Forget the membrane potential and spike counts; the next call starts at t = 0."""
+        self.batch_size = batch_size
+        self.v = None
+        self.spike_counts = []
+
+    def v0(self, like: Tensor) -> Tensor:
+        """Total offset over T steps, broadcastable to ``like`` [B, C, ...]: θ/2 + v_delta."""
+        theta = channel_view(self.theta, like)
+        return theta / 2 + self._delta(like)
+
+    def _delta(self, like: Tensor) -> Tensor:
+        return self.v_delta if self.v_delta.numel() > 1 else self.v_delta.reshape(())
+
+    # --- forward -------------------------------------------------------------
+    def forward(self, z: Tensor) -> Tensor:
+        if self.mode == "relu":
+            return torch.relu(z)
+        if self.mode == "observe":
+            self.recorded.append(z.detach())
+            return torch.relu(z)
+        if self.mode == "surrogate":
+            return self.surrogate(z)
+        return self.spike(z)
+
+    def surrogate(self, z: Tensor) -> Tensor:
+        """Clip-floor rate [N, C, ...] of this site for a constant input z [N, C, ...]."""
+        theta = channel_view(self.theta, z)
+        zb = z + channel_view(self.bias, z)
+        return surrogate_floor(zb, theta, self.T, self.v0(z), self.T * self.phi)
+
+    def spike(self, z: Tensor) -> Tensor:
+        """Simulate Tc steps: z [Tc·B, C, ...] -> spike output (values n·θ) of the same shape."""
+        B = self.batch_size or z.shape[0]
+        steps = z.shape[0] // B
+        z = z.reshape(steps, B, *z.shape[1:])
+        theta = channel_view(self.theta, z[0]).clamp_min(1e-12)
+        drive = z + channel_view(self.bias, z[0])
+        if self.neuron.offset == "shift":
+            drive = drive + theta / (2 * self.T)
+        if self.v is None:
+            start = self._delta(z[0]) + (theta / 2 if self.neuron.offset == "initial" else 0.0)
+            self.v = torch.zeros_like(z[0]) + start
+        out = torch.empty_like(z)
+        v = self.v
+        for t in range(steps):
+            out[t], v = self.neuron.step(v, drive[t], theta)
+        self.v = v
+        if self.count_spikes:
+            self.spike_counts.append((out / theta).flatten(2).sum(-1))
+        return out.reshape(steps * B, *z.shape[2:])
