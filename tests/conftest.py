@@ -59,3 +59,48 @@ def digits_ann(digits):
             loss.backward()
             opt.step()
     return model.eval()
+
+
+# Settings that make a whole pipeline run take seconds on a CPU (tests of the composition root).
+TINY_OVERRIDES = [
+    "trainer.max_epochs=1",
+    "dataset.train_limit=300",
+    "dataset.test_limit=100",
+    "snn.T=[2]",
+    "snn.anytime=[1,2]",
+    "calibration.num_samples=32",
+    "calibration.threshold.method=max",
+    "architecture.width=8",
+    "logger=none",
+    "progress=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """Overrides for a seconds-long digits run (1 epoch, 300/100 images, T=2, max thresholds)."""
+    return list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def compose_config(repo_root):
+    """``compose_config(overrides, output_dir=None, hydra=False)``: the composed run config.
+
+    ``paths.root_dir`` is the repository and ``paths.output_dir`` is ``output_dir`` (both set
+    explicitly, so no Hydra runtime is needed); ``hydra=True`` keeps the ``hydra`` node.
+    """
+    from hydra import compose, initialize_config_dir
+
+    def _compose(overrides=(), output_dir=None, hydra=False):
+        paths = [f"paths.root_dir={repo_root}"]
+        if output_dir is not None:
+            paths.append(f"paths.output_dir={output_dir}")
+        with initialize_config_dir(config_dir=str(repo_root / "conf"), version_base="1.3"):
+            return compose(
+                config_name="config",
+                overrides=[*paths, *overrides],
+                return_hydra_config=hydra,
+            )
+
+    return _compose

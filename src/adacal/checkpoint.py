@@ -42,11 +42,19 @@ def sidecar_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".sha256"), path.with_name(path.name + ".cmd")
 
 
+def readable_by_all(path: str | Path) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the usual mode 0666 & ~umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        readable_by_all(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,9 +74,10 @@ def save_state_dict(
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(state, tmp)
+        with os.fdopen(fd, "wb") as f:  # a file object: the archive name inside is fixed
+            torch.save(state, f)
+        readable_by_all(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -51,6 +51,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         datamodule = instantiate(cfg.dataset)
         datamodule.setup()
         model = instantiate(cfg.architecture)
+        if "snn" in cfg.stages:  # refuse an unconvertible network before training it
+            convert(model, IFNeuron(), datamodule.calibration_set(1, 0)[0])
         logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
         extra: dict[str, Any] = {"command": command_line()}
         extra["ann_checkpoint_sha256"] = prepare_ann(cfg, model, datamodule, logger, out_dir)

@@ -18,6 +18,7 @@ from adacal.snn.neurons import surrogate_floor
 METHODS = ("max", "percentile", "mse")
 GRANULARITIES = ("layer", "channel")
 MIN_THRESHOLD = 1e-4
+MSE_MAX_ELEMENTS = 1 << 21  # the grid search sees at most this many values (seeded subsample)
 
 
 def _rows(z: Tensor, granularity: str) -> Tensor:
@@ -44,18 +45,35 @@ def percentile_threshold(z: Tensor, percentile: float, granularity: str = "layer
     return rows.kthvalue(k, dim=1).values.clamp_min(MIN_THRESHOLD)
 
 
-def surrogate_error(z: Tensor, theta: Tensor, T: int, levels: int, granularity: str) -> Tensor:
-    """Σ (relu(z) − a(z; θ))² per row, a = clip-floor surrogate with v0 = θ/2: returns [R]."""
-    rows = _rows(z, granularity)
+def surrogate_error(rows: Tensor, theta: Tensor, T: int, levels: int) -> Tensor:
+    """Σ (relu(z) − a(z; θ))² per row of z [R, M], a = clip-floor surrogate with v0 = θ/2: [R]."""
     th = theta.reshape(-1, 1)
     a = surrogate_floor(rows, th, T, th / 2, levels)
     return (a - torch.relu(rows)).pow(2).sum(1)
 
 
+def _subsample(rows: Tensor, max_elements: int) -> Tensor:
+    """At most ``max_elements`` values of [R, M] rows: a fixed random subset of columns."""
+    if rows.numel() <= max_elements:
+        return rows
+    keep = max(1, max_elements // rows.shape[0])
+    gen = torch.Generator().manual_seed(0)
+    cols = torch.randperm(rows.shape[1], generator=gen)[:keep].to(rows.device)
+    return rows[:, cols]
+
+
 def mse_threshold(
-    z: Tensor, T: int, levels: int | None = None, granularity: str = "layer", candidates: int = 95
+    z: Tensor,
+    T: int,
+    levels: int | None = None,
+    granularity: str = "layer",
+    candidates: int = 95,
+    max_elements: int = MSE_MAX_ELEMENTS,
 ) -> Tensor:
     """Grid search θ_i = max·(1 − 0.01 i), i = 0..candidates−1, minimising the surrogate MSE.
+
+    The maximum is taken over all values; the error over at most ``max_elements``
+    of them (a fixed random subset), which keeps the search fast on large layers.
 
     Args:
         z: pre-activations [N, C, ...].
@@ -66,11 +84,12 @@ def mse_threshold(
     """
     levels = T if levels is None else levels
     top = max_threshold(z, granularity)
+    rows = _subsample(_rows(z, granularity), max_elements)
     best_err = torch.full_like(top, float("inf"))
     best = top.clone()
     for i in range(candidates):
         theta = (top * (1 - 0.01 * i)).clamp_min(MIN_THRESHOLD)
-        err = surrogate_error(z, theta, T, levels, granularity)
+        err = surrogate_error(rows, theta, T, levels)
         better = err < best_err
         best = torch.where(better, theta, best)
         best_err = torch.where(better, err, best_err)

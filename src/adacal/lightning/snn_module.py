@@ -122,3 +122,6 @@ class SNNEvaluator(L.LightningModule):
         per_site = (c["site_spikes"] / n).tolist()
         self.results.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
         self.counts.reset()
+        scalars = {k: v for k, v in self.results.items() if isinstance(v, float)}
+        scalars.update({f"site{i}_spikes": v for i, v in enumerate(per_site)})
+        self.log_dict(scalars)  # also returned by trainer.test (and by spawned DDP workers)

@@ -50,11 +50,15 @@ def resnet(
     return model
 
 
-def resnet18(num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False) -> nn.Module:
+def resnet18(
+    num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False, name: str | None = None
+) -> nn.Module:
     """``resnet(18, ...)``."""
     return resnet(18, num_classes, in_channels, pretrained)
 
 
-def resnet34(num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False) -> nn.Module:
+def resnet34(
+    num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False, name: str | None = None
+) -> nn.Module:
     """``resnet(34, ...)``."""
     return resnet(34, num_classes, in_channels, pretrained)

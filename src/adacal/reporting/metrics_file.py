@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from adacal.checkpoint import readable_by_all
 from adacal.reporting.git import git_revision
 
 
@@ -53,6 +54,7 @@ def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(_jsonable(payload), f, indent=2, sort_keys=False)
             f.write("\n")
+        readable_by_all(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,289 @@
+"""Simulation speed: SNN time over T steps against T dense ANN forwards, on the same batch.
+
+For each model this times, on one random batch x [B, 3, 32, 32]:
+
+- ``ANN``: the model's forward (eval mode, ``torch.no_grad``, BatchNorm unfolded);
+- ``SNN``: ``simulate(net, x, T, chunk)`` of the converted network (IF neurons,
+  per-site max thresholds from one observe pass on x, ``set_T(T)``);
+
+and prints ``ratio = SNN / (T x ANN)``. The project's goal is ratio <= 1.15; a dense
+simulation cannot go below ~1.0 (every step costs one forward of the batch).
+
+With ``--breakdown`` (on by default) it also reports where the SNN time goes:
+
+- ``dense``: the converted network with its sites in ``relu`` mode, run over the same
+  chunks of the [Tc*B] time-folded batch (TimeExpand, folded BN, same graph): the floor
+  of the simulation, i.e. everything except the neuron dynamics;
+- ``sites``: time spent inside ``Site.forward`` in ``spike`` mode (forward hooks);
+- ``site share`` = sites / SNN, and ``overhead`` = (SNN - dense) / dense.
+
+Run (CPU, the required configuration)::
+
+    .venv/bin/python benchmarks/simulation_speed.py --batch 128 --T 32
+
+Quick check::
+
+    .venv/bin/python benchmarks/simulation_speed.py --batch 16 --T 8 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from adacal.models import resnet20, vgg16
+from adacal.snn.convert import SpikingNetwork, convert
+from adacal.snn.neurons import IFNeuron
+from adacal.snn.simulate import chunks, simulate
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet20": lambda: resnet20(10, width="thin"),
+    "vgg16": lambda: vgg16(10),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    "cpu": time.process_time,  # CPU time of this process (all its threads)
+}
+clock = CLOCKS["wall"]
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median time of ``fn`` in ms (``clock``) over ``repeats`` runs, after one warm-up run."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        _sync(device)
+        times.append((clock() - start) * 1e3)
+    return statistics.median(times)
+
+
+def disable_malloc_mmap() -> None:
+    """glibc: serve every allocation from the heap and keep freed memory (no mmap/munmap).
+
+    By default glibc returns blocks >= 32 MiB to the OS on free, so each new large tensor
+    (the [Tc·B, C, H, W] activations) is page-faulted and zeroed again on first touch;
+    on CPU this cost grows with the chunk size and can dominate a simulation.
+    """
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    ok = libc.mallopt(m_mmap_max, 0) == 1
+    ok &= libc.mallopt(m_trim_threshold, 2**30) == 1
+    ok &= libc.mallopt(m_top_pad, 64 << 20) == 1
+    if not ok:
+        raise RuntimeError("mallopt failed")
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BN layers non-trivial eval statistics (an untrained model has mean 0, var 1)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+@torch.no_grad()
+def max_thresholds(net: SpikingNetwork, x: Tensor) -> None:
+    """theta = per-site max of the recorded pre-activations (one observe pass on x)."""
+    net.set_mode("observe")
+    net(x)
+    for site in net.sites:
+        site.theta = torch.cat(site.recorded).amax().clamp_min(1e-4).reshape(1)
+        site.recorded = []
+    net.set_mode("relu")
+
+
+@torch.no_grad()
+def dense_chunks(net: SpikingNetwork, x: Tensor, T: int, chunk: int) -> None:
+    """The simulation's graph with ReLU sites: the dense floor of ``simulate``."""
+    net.set_mode("relu")
+    for steps in chunks(T, chunk):
+        net.set_steps(steps)
+        net(x)
+    net.set_steps(1)
+
+
+@torch.no_grad()
+def site_time_ms(net: SpikingNetwork, x: Tensor, T: int, chunk: int, device: torch.device) -> float:
+    """Time (ms) spent inside ``Site.forward`` during one ``simulate`` (forward hooks)."""
+    total = [0.0]
+    starts: dict[int, float] = {}
+
+    def pre(module: nn.Module, _args: object) -> None:
+        _sync(device)
+        starts[id(module)] = clock()
+
+    def post(module: nn.Module, _args: object, _out: object) -> None:
+        _sync(device)
+        total[0] += clock() - starts[id(module)]
+
+    handles = []
+    for site in net.sites:
+        handles.append(site.register_forward_pre_hook(pre))
+        handles.append(site.register_forward_hook(post))
+    try:
+        simulate(net, x, T, chunk)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] * 1e3
+
+
+def bench(
+    name: str,
+    batch: int,
+    T: int,
+    chunk_sizes: list[int],
+    repeats: int,
+    device: torch.device,
+    breakdown: bool,
+) -> list[dict[str, object]]:
+    torch.manual_seed(0)
+    model = randomise_bn(MODELS[name]()).to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    net = convert(model, IFNeuron(), x[:1]).to(device)
+    max_thresholds(net, x)
+    net.set_T(T)
+
+    with torch.no_grad():
+        ann = time_ms(lambda: model(x), device, repeats)
+    rows = []
+    for chunk in chunk_sizes:
+        snn = time_ms(lambda c=chunk: simulate(net, x, T, c), device, repeats)
+        row: dict[str, object] = {
+            "model": name,
+            "batch": batch,
+            "T": T,
+            "chunk": chunk,
+            "ann": ann,
+            "snn": snn,
+            "ratio": snn / (T * ann),
+        }
+        if breakdown:
+            dense = time_ms(lambda c=chunk: dense_chunks(net, x, T, c), device, repeats)
+            sites = site_time_ms(net, x, T, chunk, device)
+            row.update(
+                dense=dense,
+                dense_ratio=dense / (T * ann),
+                sites=sites,
+                site_share=sites / snn,
+                overhead=(snn - dense) / dense,
+            )
+        rows.append(row)
+        print(_format_row(row, breakdown), flush=True)
+    return rows
+
+
+HEAD = "| model | batch | T | chunk | ANN ms | SNN ms | ratio SNN/(T·ANN) |"
+HEAD_BD = " dense ms | dense/(T·ANN) | in sites ms | site share | SNN/dense − 1 |"
+
+
+def _header(breakdown: bool) -> str:
+    head = HEAD + (HEAD_BD if breakdown else "")
+    cols = head.count("|") - 1
+    return head + "\n" + "|" + "---|" * cols
+
+
+def _format_row(r: dict[str, object], breakdown: bool) -> str:
+    s = (
+        f"| {r['model']} | {r['batch']} | {r['T']} | {r['chunk']} | {r['ann']:.1f} | "
+        f"{r['snn']:.1f} | {r['ratio']:.3f} |"
+    )
+    if breakdown:
+        s += (
+            f" {r['dense']:.1f} | {r['dense_ratio']:.3f} | {r['sites']:.1f} | "
+            f"{r['site_share']:.1%} | {r['overhead']:+.1%} |"
+        )
+    return s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--T", type=int, default=32)
+    p.add_argument("--chunk", type=int, default=8, help="timesteps per chunk (default 8)")
+    p.add_argument(
+        "--sweep-chunk",
+        action="store_true",
+        help="also time chunk = 4, 8, 16, 32 (capped at T)",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="median of N runs after 1 warm-up")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: process CPU time (steadier on a loaded CPU machine; "
+        "CPU device only, and with --threads 1 so that idle-spinning threads are not counted)",
+    )
+    p.add_argument(
+        "--no-breakdown",
+        dest="breakdown",
+        action="store_false",
+        help="skip the dense floor and the time-in-sites measurements",
+    )
+    p.add_argument(
+        "--no-mmap",
+        action="store_true",
+        help="glibc mallopt: no mmap for large blocks, no trimming (see disable_malloc_mmap)",
+    )
+    args = p.parse_args()
+
+    global clock
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        p.error("--clock cpu measures host CPU time; use --clock wall on an accelerator")
+    clock = CLOCKS[args.clock]
+    if args.no_mmap:
+        disable_malloc_mmap()
+    chunk_sizes = [args.chunk]
+    if args.sweep_chunk:
+        chunk_sizes = sorted({min(c, args.T) for c in (args.chunk, 4, 8, 16, 32)})
+
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"clock {args.clock}, no-mmap {args.no_mmap}, "
+        f"repeats {args.repeats} (median, after 1 warm-up)\n"
+    )
+    print(_header(args.breakdown), flush=True)
+    rows = []
+    for name in args.models:
+        rows += bench(name, args.batch, args.T, chunk_sizes, args.repeats, device, args.breakdown)
+    if args.breakdown:
+        print(
+            "\ndense: the converted graph with sites in relu mode over the same [Tc·B] chunks "
+            "(the floor of a dense simulation); in sites: time inside Site.forward in spike "
+            "mode; SNN/dense − 1: the cost of the neuron dynamics over the floor."
+        )
+    best = min(rows, key=lambda r: float(r["ratio"]))  # type: ignore[arg-type]
+    print(
+        f"\nbest ratio: {best['ratio']:.3f} ({best['model']}, chunk {best['chunk']}); goal: <= 1.15"
+    )
+
+
+if __name__ == "__main__":
+    main()

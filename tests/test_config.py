@@ -1,0 +1,222 @@
+"""Every option of every config group composes and builds its object; launcher presets compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from adacal.calibration.recipe import ThresholdSpec
+from adacal.checkpoint import load_state_dict
+from adacal.snn.convert import convert
+from adacal.snn.neurons import IFNeuron
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    names = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert names, f"conf/{group}/ holds no options"
+    return names
+
+
+def test_groups_are_enumerated():
+    """The groups tested below are all the groups in conf/ (a new group needs a test here)."""
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"hydra", "local"}
+    assert groups == {
+        "architecture",
+        "calibration",
+        "dataset",
+        "experiment",
+        "inference",
+        "logger",
+        "neuron",
+        "paths",
+        "task",
+        "trainer",
+    }
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_dataset_builds(compose_config, tmp_path, option):
+    cfg = compose_config([f"dataset={option}"], output_dir=tmp_path)
+    assert cfg.dataset.name == option
+    dm = instantiate(cfg.dataset)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (
+        cfg.dataset.num_classes,
+        cfg.dataset.in_channels,
+        cfg.dataset.image_size,
+    )
+    if option == "digits":  # the only data set that needs no files
+        dm.setup()
+        x, y = dm.test_set[0]
+        assert x.shape == (1, cfg.dataset.image_size, cfg.dataset.image_size)
+        assert 0 <= y < cfg.dataset.num_classes
+
+
+# Each architecture with the data set it is meant for (imagenet models on a 64x64 input).
+HOME = {"resnet18": "imagenet", "resnet34": "imagenet", "small_cnn": "digits"}
+
+
+@pytest.mark.parametrize("option", options("architecture"))
+def test_architecture_builds_forwards_and_converts(compose_config, tmp_path, option):
+    dataset = HOME.get(option, "cifar10")
+    overrides = [f"architecture={option}", f"dataset={dataset}"]
+    if "pretrained" in compose_config(overrides, output_dir=tmp_path).architecture:
+        overrides.append("architecture.pretrained=false")  # pretrained weights need the network
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    assert cfg.architecture.name == option
+    torch.manual_seed(0)
+    model = instantiate(cfg.architecture).eval()
+    size = 64 if dataset == "imagenet" else cfg.dataset.image_size
+    x = torch.randn(1, cfg.dataset.in_channels, size, size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (1, cfg.dataset.num_classes)
+    net = convert(model, IFNeuron(), x)  # every shipped architecture is convertible
+    assert len(net.sites) > 0
+
+
+@pytest.mark.parametrize("option", options("neuron"))
+def test_neuron_builds(compose_config, tmp_path, option):
+    cfg = compose_config([f"neuron={option}"], output_dir=tmp_path)
+    assert cfg.neuron.name == option
+    neuron = instantiate(cfg.neuron)
+    assert isinstance(neuron, IFNeuron)
+
+
+@pytest.mark.parametrize("option", options("calibration"))
+def test_calibration_steps_build(compose_config, tmp_path, option):
+    cfg = compose_config([f"calibration={option}"], output_dir=tmp_path)
+    assert cfg.calibration.name == option
+    steps = instantiate(cfg.calibration.steps, _convert_="all")
+    assert len(steps) == len(cfg.calibration.steps)
+    for step, spec in zip(steps, cfg.calibration.steps, strict=True):
+        assert type(step).__name__ == spec._target_.rsplit(".", 1)[-1]
+        assert callable(step)
+    spec = ThresholdSpec(**cfg.calibration.threshold)
+    assert spec.method in ("max", "percentile", "mse")
+    assert spec.granularity in ("layer", "channel")
+    assert cfg.calibration.num_samples > 0
+
+
+def test_calibration_options_differ(compose_config, tmp_path):
+    """none < light < advanced: each adds steps to the previous recipe."""
+    steps = {
+        name: [
+            s._target_ for s in compose_config([f"calibration={name}"], tmp_path).calibration.steps
+        ]
+        for name in ("none", "light", "advanced")
+    }
+    assert steps["none"] == []
+    assert steps["light"] == ["adacal.calibration.BiasCorrection"]
+    assert "adacal.calibration.WeightCalibration" in steps["advanced"]
+
+
+@pytest.mark.parametrize("group", ["inference", "task"])
+def test_named_only_groups_compose(compose_config, tmp_path, group):
+    for option in options(group):
+        cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
+        assert cfg[group].name == option
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_builds(compose_config, tmp_path, option):
+    import lightning as L
+
+    cfg = compose_config([f"trainer={option}"], output_dir=tmp_path)
+    if cfg.trainer.accelerator != "cpu" and not torch.cuda.is_available():
+        cfg.trainer.accelerator = "cpu"  # build the GPU presets on a CPU-only machine
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert isinstance(trainer, L.Trainer)
+    assert Path(trainer.default_root_dir) == tmp_path
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert trainer.num_devices == cfg.trainer.devices
+    if cfg.trainer.strategy == "ddp":
+        assert type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_builds(compose_config, tmp_path, monkeypatch, option):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = compose_config([f"logger={option}"], output_dir=tmp_path)
+    if not cfg.logger.get("_target_"):
+        assert option == "none" and OmegaConf.to_container(cfg.logger) == {}
+        return
+    logger = instantiate(cfg.logger)
+    assert type(logger).__name__ == cfg.logger._target_.rsplit(".", 1)[-1]
+    assert Path(logger.save_dir) == tmp_path
+    if option == "wandb":
+        assert cfg.logger.mode == "disabled"  # the environment wins over the offline default
+        assert cfg.logger.group == cfg.experiment_name
+        logger.experiment.finish()
+    else:
+        logger.log_metrics({"x": 1.0})
+        logger.save()
+        assert Path(logger.log_dir).is_relative_to(tmp_path)
+
+
+@pytest.mark.parametrize("option", options("paths"))
+def test_paths_follow_hydra_runtime(compose_config, tmp_path, monkeypatch, option, repo_root):
+    """Without overrides, output_dir is Hydra's run folder and root_dir the launch directory."""
+    monkeypatch.delenv("PROJECT_ROOT", raising=False)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths={option}"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.cwd = str(repo_root)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert cfg.paths.output_dir == str(tmp_path / "run")
+        assert cfg.paths.log_dir == str(tmp_path / "run")
+        assert cfg.paths.root_dir == str(repo_root)
+        assert cfg.paths.data_dir == f"{repo_root}/data"
+        assert cfg.trainer.default_root_dir == str(tmp_path / "run")
+        monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
+        assert cfg.paths.checkpoint_dir == f"{tmp_path}/checkpoints"
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_composes_and_builds(compose_config, tmp_path, option):
+    cfg = compose_config([f"experiment={option}"], output_dir=tmp_path)
+    assert cfg.experiment_name == option
+    # every experiment is named <dataset>_<architecture>, and selects exactly those
+    assert option == f"{cfg.dataset.name}_{cfg.architecture.name}"
+    assert cfg.dataset.name in cfg.tags and cfg.architecture.name in cfg.tags
+    dm = instantiate(cfg.dataset)  # built, not set up (needs the data files)
+    assert dm.num_classes == cfg.dataset.num_classes
+    if cfg.architecture.get("pretrained"):
+        cfg.architecture.pretrained = False  # the weights need the network
+    model = instantiate(cfg.architecture)
+    assert isinstance(model, torch.nn.Module)
+    if cfg.ann.checkpoint:  # a tracked checkpoint must verify and fit the experiment's model
+        assert Path(cfg.ann.checkpoint).is_relative_to(Path(cfg.paths.root_dir))
+        load_state_dict(model, cfg.ann.checkpoint, key="ann.checkpoint")
+    else:
+        assert cfg.ann.train or cfg.architecture.get("pretrained") is not None
+
+
+@pytest.mark.parametrize(
+    ("launcher", "cls"),
+    [("local", "LocalLauncher"), ("slurm", "SlurmLauncher"), ("submitit_local", "LocalLauncher")],
+)
+def test_launcher_presets_compose(compose_config, tmp_path, monkeypatch, launcher, cls):
+    monkeypatch.setenv("SLURM_PARTITION", "gpu-test")
+    monkeypatch.delenv("SLURM_ACCOUNT", raising=False)
+    cfg = compose_config([f"hydra/launcher={launcher}"], output_dir=tmp_path, hydra=True)
+    target = cfg.hydra.launcher._target_
+    assert "submitit" in target and target.endswith(cls)
+    if launcher == "local":
+        assert cfg.hydra.launcher.gpus_per_node == 0 and cfg.hydra.launcher.cpus_per_task == 2
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.partition == "gpu-test"
+        assert cfg.hydra.launcher.account is None
+        assert cfg.hydra.launcher.max_num_timeout == 3
