@@ -29,7 +29,6 @@ Quick check::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from adacal.models import resnet20, vgg16
 from adacal.snn.convert import SpikingNetwork, convert
 from adacal.snn.neurons import IFNeuron
+from adacal.snn.runtime import tune_cpu_allocator
 from adacal.snn.simulate import chunks, simulate
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -71,22 +71,6 @@ def time_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> flo
         _sync(device)
         times.append((clock() - start) * 1e3)
     return statistics.median(times)
-
-
-def disable_malloc_mmap() -> None:
-    """glibc: serve every allocation from the heap and keep freed memory (no mmap/munmap).
-
-    By default glibc returns blocks >= 32 MiB to the OS on free, so each new large tensor
-    (the [Tc·B, C, H, W] activations) is page-faulted and zeroed again on first touch;
-    on CPU this cost grows with the chunk size and can dominate a simulation.
-    """
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
-    ok = libc.mallopt(m_mmap_max, 0) == 1
-    ok &= libc.mallopt(m_trim_threshold, 2**30) == 1
-    ok &= libc.mallopt(m_top_pad, 64 << 20) == 1
-    if not ok:
-        raise RuntimeError("mallopt failed")
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -157,6 +141,7 @@ def bench(
     repeats: int,
     device: torch.device,
     breakdown: bool,
+    variants: list[str],
 ) -> list[dict[str, object]]:
     torch.manual_seed(0)
     model = randomise_bn(MODELS[name]()).to(device).eval()
@@ -168,10 +153,12 @@ def bench(
     with torch.no_grad():
         ann = time_ms(lambda: model(x), device, repeats)
     rows = []
-    for chunk in chunk_sizes:
+    for chunk, variant in [(c, v) for c in chunk_sizes for v in variants]:
+        net.set_compiled(variant == "compiled")  # the warm-up run compiles
         snn = time_ms(lambda c=chunk: simulate(net, x, T, c), device, repeats)
         row: dict[str, object] = {
             "model": name,
+            "neuron loop": variant,
             "batch": batch,
             "T": T,
             "chunk": chunk,
@@ -194,7 +181,7 @@ def bench(
     return rows
 
 
-HEAD = "| model | batch | T | chunk | ANN ms | SNN ms | ratio SNN/(T·ANN) |"
+HEAD = "| model | neuron loop | batch | T | chunk | ANN ms | SNN ms | ratio SNN/(T·ANN) |"
 HEAD_BD = " dense ms | dense/(T·ANN) | in sites ms | site share | SNN/dense − 1 |"
 
 
@@ -206,7 +193,8 @@ def _header(breakdown: bool) -> str:
 
 def _format_row(r: dict[str, object], breakdown: bool) -> str:
     s = (
-        f"| {r['model']} | {r['batch']} | {r['T']} | {r['chunk']} | {r['ann']:.1f} | "
+        f"| {r['model']} | {r['neuron loop']} | {r['batch']} | {r['T']} | {r['chunk']} | "
+        f"{r['ann']:.1f} | "
         f"{r['snn']:.1f} | {r['ratio']:.3f} |"
     )
     if breakdown:
@@ -245,9 +233,17 @@ def main() -> None:
         help="skip the dense floor and the time-in-sites measurements",
     )
     p.add_argument(
-        "--no-mmap",
+        "--default-malloc",
         action="store_true",
-        help="glibc mallopt: no mmap for large blocks, no trimming (see disable_malloc_mmap)",
+        help="keep glibc's default allocator settings (the pipeline applies "
+        "adacal.snn.runtime.tune_cpu_allocator on the CPU; so does this script by default)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["eager", "compiled"],
+        choices=["eager", "compiled"],
+        help="neuron loop: eager (default in the pipeline) and/or torch.compile'd (snn.compile)",
     )
     args = p.parse_args()
 
@@ -258,21 +254,29 @@ def main() -> None:
     if args.clock == "cpu" and device.type != "cpu":
         p.error("--clock cpu measures host CPU time; use --clock wall on an accelerator")
     clock = CLOCKS[args.clock]
-    if args.no_mmap:
-        disable_malloc_mmap()
+    tuned = False if args.default_malloc else tune_cpu_allocator()
     chunk_sizes = [args.chunk]
     if args.sweep_chunk:
         chunk_sizes = sorted({min(c, args.T) for c in (args.chunk, 4, 8, 16, 32)})
 
     print(
         f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-        f"clock {args.clock}, no-mmap {args.no_mmap}, "
+        f"clock {args.clock}, tuned allocator {tuned}, "
         f"repeats {args.repeats} (median, after 1 warm-up)\n"
     )
     print(_header(args.breakdown), flush=True)
     rows = []
     for name in args.models:
-        rows += bench(name, args.batch, args.T, chunk_sizes, args.repeats, device, args.breakdown)
+        rows += bench(
+            name,
+            args.batch,
+            args.T,
+            chunk_sizes,
+            args.repeats,
+            device,
+            args.breakdown,
+            args.variants,
+        )
     if args.breakdown:
         print(
             "\ndense: the converted graph with sites in relu mode over the same [Tc·B] chunks "

@@ -95,3 +95,27 @@ def test_state_resets_between_batches_and_counts_spikes():
     assert torch.equal(first, second)  # no membrane potential leaks into the next batch
     assert torch.equal(counts_first, torch.cat(site.spike_counts))
     assert torch.equal(counts_first, (first > 0).float().sum(-1))  # [T, B] spikes per sample
+
+
+def test_in_place_step_equals_the_pure_step_bitwise():
+    torch.manual_seed(1)
+    theta = torch.tensor([0.3, 0.9, 1.7]).view(1, 3, 1)
+    v = torch.randn(5, 3, 7)
+    v_in_place = v.clone()
+    out = torch.empty_like(v)
+    for _ in range(10):
+        x = torch.randn(5, 3, 7)
+        expected, v = if_step(v, x, theta)
+        IFNeuron().step_(v_in_place, x, theta, out)
+        assert torch.equal(out, expected) and torch.equal(v_in_place, v)
+
+
+def test_compiled_chunk_equals_the_eager_loop():
+    torch.manual_seed(2)
+    T = 6
+    z = torch.randn(T, 2, 3, 4, 4)
+    eager = _site(torch.tensor([0.5, 1.0, 1.5]), T)
+    compiled = _site(torch.tensor([0.5, 1.0, 1.5]), T)
+    compiled.compiled = True
+    assert torch.equal(_run(eager, z, chunk=4), _run(compiled, z, chunk=4))
+    assert torch.equal(torch.cat(eager.spike_counts), torch.cat(compiled.spike_counts))

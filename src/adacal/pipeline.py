@@ -31,6 +31,7 @@ from adacal.config import command_line, timesteps, validate
 from adacal.lightning import ANNClassifier, SNNEvaluator
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
+from adacal.snn.runtime import tune_cpu_allocator
 
 log = logging.getLogger("adacal")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # keep warnings, drop the banner lines
@@ -47,6 +48,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         validate(cfg)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         torch.set_float32_matmul_precision("high")
+        if _device(cfg).type == "cpu":
+            tune_cpu_allocator()
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.dataset)
         datamodule.setup()
@@ -157,6 +160,7 @@ def snn_stage(
     for T in Ts:
         start = time.perf_counter()
         net = convert(model, instantiate(cfg.neuron), images[:1]).to(device)
+        net.set_compiled(bool(cfg.snn.compile))
         data = CalibrationData.from_network(
             net,
             images,

@@ -260,6 +260,11 @@ class SpikingNetwork(nn.Module):
         for site in self.sites:
             site.reset(batch_size)
 
+    def set_compiled(self, compiled: bool) -> None:
+        """Simulate each chunk of every site as one ``torch.compile``'d kernel (same numbers)."""
+        for site in self.sites:
+            site.compiled = compiled
+
     def set_steps(self, steps: int) -> None:
         """Timesteps Tc of the next chunk (how many copies TimeExpand makes)."""
         for expander in self.expanders:

@@ -40,6 +40,17 @@ def if_step(v: Tensor, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     return out, v - out
 
 
+def if_step_(v: Tensor, x: Tensor, theta: Tensor, out: Tensor) -> None:
+    """In-place :func:`if_step` for the simulation loop: v ← v + x; out ← θ·1[v ≥ θ]; v ← v − out.
+
+    Same arithmetic, in the same order, as :func:`if_step` (a test checks they agree
+    bitwise); no temporaries but the comparison mask.
+    """
+    v.add_(x)
+    torch.mul(torch.ge(v, theta), theta, out=out)
+    v.sub_(out)
+
+
 def surrogate_floor(z: Tensor, theta: Tensor, T: int, v0: Tensor, levels: int) -> Tensor:
     """Rate of a neuron over T steps for a constant input z (the clip-floor surrogate).
 
@@ -82,3 +93,7 @@ class IFNeuron:
     def step(self, v: Tensor, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         """One step of the dynamics: see :func:`if_step`."""
         return if_step(v, x, theta)
+
+    def step_(self, v: Tensor, x: Tensor, theta: Tensor, out: Tensor) -> None:
+        """The same step in place (``v`` updated, spikes written to ``out``): :func:`if_step_`."""
+        if_step_(v, x, theta, out)

