@@ -7,7 +7,7 @@ module whose inputs are those boundary values. Its weights are tuned with SGD
 so that the site's clip-floor surrogate, fed with the boundary sites' *SNN
 rates*, matches the ANN activation (straight-through floor):
 
-    min_W  || a_l(region_W(r_boundary)) − relu(z_l^ANN) ||²
+    min_W  mean_{n,h,w} Σ_c ( a_l(region_W(r_boundary)) − relu(z_l^ANN) )²
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class WeightCalibration:
     lr: float = 4e-5
     batch_size: int = 32
     momentum: float = 0.9
+    checks: int = 10
+
+    def __post_init__(self) -> None:
+        self.losses: list[float] = []  # the kept loss of each calibrated site
 
     def __call__(self, net: SpikingNetwork, data: CalibrationData) -> None:
         images, ann = data.subset(self.samples)
@@ -110,23 +114,56 @@ class WeightCalibration:
         target: Tensor,
         gen: torch.Generator,
     ) -> None:
+        """SGD on the straight-through surrogate loss; keeps the weights with the lowest loss
+        on all samples, checked ``checks`` times (the STE gradient of a floor can raise the
+        true loss, so calibration never leaves a layer worse than it found it)."""
         opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.iterations))
         mode, site.mode = site.mode, "surrogate"
         n = target.shape[0]
+        every = max(1, self.iterations // max(1, self.checks))
+        best_loss, best = self._full_loss(site, region, inputs, target), _copy(params)
         try:
-            for _ in range(self.iterations):
+            for it in range(1, self.iterations + 1):
                 idx = torch.randperm(n, generator=gen)[: self.batch_size]
                 with torch.enable_grad():
-                    out = site(region(*[x[idx] for x in inputs]))
-                    loss = (out - target[idx]).pow(2).sum() / len(idx)
+                    loss = _lp_loss(site(region(*[x[idx] for x in inputs])), target[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError("weight calibration diverged; lower calibration lr")
+                    raise FloatingPointError(
+                        "weight calibration diverged; lower calibration.steps.<i>.lr"
+                    )
                 opt.step()
                 sched.step()
+                if it % every == 0 or it == self.iterations:
+                    full = self._full_loss(site, region, inputs, target)
+                    if full < best_loss:
+                        best_loss, best = full, _copy(params)
         finally:
             site.mode = mode
-            for p in params:
-                p.grad = None
+            with torch.no_grad():
+                for p, b in zip(params, best, strict=True):
+                    p.copy_(b)
+                    p.grad = None
+        self.losses.append(best_loss)
+
+    @torch.no_grad()
+    def _full_loss(
+        self, site: nn.Module, region: fx.GraphModule, inputs: list[Tensor], target: Tensor
+    ) -> float:
+        total = 0.0
+        for start in range(0, target.shape[0], 256):
+            sl = slice(start, start + 256)
+            out = site(region(*[x[sl] for x in inputs]))
+            total += _lp_loss(out, target[sl]).item() * out.shape[0]
+        return total / target.shape[0]
+
+
+def _lp_loss(out: Tensor, target: Tensor) -> Tensor:
+    """SNN Calibration's loss: Σ over channels of the squared error, mean over the rest."""
+    return (out - target).pow(2).sum(1).mean()
+
+
+def _copy(params: list[nn.Parameter]) -> list[Tensor]:
+    return [p.detach().clone() for p in params]
