@@ -36,6 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from adacal.calibration.recipe import observed_max_thresholds
 from adacal.models import resnet20, vgg16
 from adacal.snn.convert import SpikingNetwork, convert
 from adacal.snn.neurons import IFNeuron
@@ -84,17 +85,6 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
     return model
-
-
-@torch.no_grad()
-def max_thresholds(net: SpikingNetwork, x: Tensor) -> None:
-    """theta = per-site max of the recorded pre-activations (one observe pass on x)."""
-    net.set_mode("observe")
-    net(x)
-    for site in net.sites:
-        site.theta = torch.cat(site.recorded).amax().clamp_min(1e-4).reshape(1)
-        site.recorded = []
-    net.set_mode("relu")
 
 
 @torch.no_grad()
@@ -147,7 +137,7 @@ def bench(
     model = randomise_bn(MODELS[name]()).to(device).eval()
     x = torch.randn(batch, 3, 32, 32, device=device)
     net = convert(model, IFNeuron(), x[:1]).to(device)
-    max_thresholds(net, x)
+    observed_max_thresholds(net, x)
     net.set_T(T)
 
     with torch.no_grad():

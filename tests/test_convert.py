@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+from adacal.calibration.recipe import observed_max_thresholds
 from adacal.errors import ConfigError
 from adacal.models import resnet20, small_cnn, vgg16
 from adacal.snn.convert import CONVERSION_STEPS, TimeExpand, convert, fold_batchnorm
@@ -25,13 +26,7 @@ def _randomise_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _max_thresholds(net, x):
-    net.set_mode("observe")
-    net(x)
-    for site in net.sites:
-        site.theta = torch.cat(site.recorded).amax().clamp_min(1e-4).reshape(1)
-        site.recorded = []
-    net.set_mode("relu")
+_max_thresholds = observed_max_thresholds
 
 
 def test_conversion_order_is_pinned():

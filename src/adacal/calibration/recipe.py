@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.thresholds import fit_threshold
 from adacal.snn.convert import SpikingNetwork
@@ -50,3 +53,14 @@ def calibrate(
     fit_thresholds(net, data, spec)
     for step in steps:
         step(net, data)
+
+
+@torch.no_grad()
+def observed_max_thresholds(net: SpikingNetwork, x: Tensor) -> None:
+    """θ = per-site max of the pre-activations on one batch x (quick fit: tests, benchmarks)."""
+    net.set_mode("observe")
+    net(x)
+    for site in net.sites:
+        site.theta = torch.cat(site.recorded).amax().clamp_min(1e-4).reshape(1)
+        site.recorded = []
+    net.set_mode("relu")
