@@ -112,6 +112,7 @@ class CIFARDataModule(ClassificationDataModule):
         download: bool = False,
         download_dir: str | None = None,
         name: str | None = None,
+        epochs: int | None = None,  # the recipe's training length (read by the trainer config)
         in_channels: int = 3,
         image_size: int = 32,
         batch_size: int = 128,

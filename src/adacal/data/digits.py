@@ -35,6 +35,7 @@ class DigitsDataModule(ClassificationDataModule):
     def __init__(
         self,
         name: str = "digits",
+        epochs: int | None = None,  # the recipe's training length (read by the trainer config)
         num_classes: int = 10,
         in_channels: int = 1,
         image_size: int = 32,

@@ -28,6 +28,7 @@ class ImageNetDataModule(ClassificationDataModule):
         root: str | None = None,
         download: bool = False,
         name: str = "imagenet",
+        epochs: int | None = None,  # the recipe's training length (read by the trainer config)
         num_classes: int = 1000,
         in_channels: int = 3,
         image_size: int = 224,
