@@ -115,3 +115,13 @@ def test_weight_calibration_never_raises_the_surrogate_loss(digits_ann, digits):
     assert len(calibration.losses) == len(net.sites)
     assert calibration.losses[1] == pytest.approx(loss(), rel=1e-4)  # the weights kept
     assert loss() <= before + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("lr", 0.0), ("lr", -1e-4), ("iterations", -1), ("batch_size", 0)]
+)
+def test_weight_calibration_refuses_bad_settings(field, value):
+    from adacal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"WeightCalibration>.{field}: must be"):
+        WeightCalibration(**{field: value})

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from adacal.calibration.data import CalibrationData, site_rates
+from adacal.errors import ConfigError
 from adacal.snn.convert import SpikingNetwork
 
 
@@ -79,6 +80,17 @@ class WeightCalibration:
     checks: int = 10
 
     def __post_init__(self) -> None:
+        for name in ("lr", "batch_size", "checks"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"calibration.steps.<WeightCalibration>.{name}",
+                    f"must be positive, got {getattr(self, name)}",
+                )
+        if self.iterations < 0:
+            raise ConfigError(
+                "calibration.steps.<WeightCalibration>.iterations",
+                f"must be >= 0, got {self.iterations}",
+            )
         self.losses: list[float] = []  # the kept loss of each calibrated site
 
     def __call__(self, net: SpikingNetwork, data: CalibrationData) -> None:
