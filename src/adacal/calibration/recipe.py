@@ -35,15 +35,21 @@ def fit_thresholds(net: SpikingNetwork, data: CalibrationData, spec: ThresholdSp
     (T·φ levels)."""
     net.set_T(data.T)
     for site, act in zip(net.sites, data.ann, strict=True):
-        site.theta = fit_threshold(
-            act,
-            spec.method,
-            data.T,
-            levels=data.T * site.phi,
-            granularity=spec.granularity,
-            percentile=spec.percentile,
-            candidates=spec.candidates,
-        ).to(site.theta.dtype)
+        site.theta = site_threshold(act, spec, data.T, site.phi).to(site.theta.dtype)
+
+
+def site_threshold(act: Tensor, spec: ThresholdSpec, T: int, phi: int) -> Tensor:
+    """θ for one site with burst size φ from its ANN activations [N, C, ...]: [1] or [C]."""
+    return fit_threshold(
+        act,
+        spec.method,
+        T,
+        levels=T * phi,
+        granularity=spec.granularity,
+        percentile=spec.percentile,
+        candidates=spec.candidates,
+        phi=phi,
+    )
 
 
 def calibrate(

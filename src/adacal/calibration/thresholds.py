@@ -3,6 +3,10 @@
 All fits see the pre-activation z of one site over the calibration images,
 [N, C, ...]; the target is the ANN activation relu(z). ``granularity`` is
 ``"layer"`` (one θ, returned as [1]) or ``"channel"`` (θ per channel, [C]).
+
+A burst site (up to φ spikes per step) covers [0, φ·θ] with φ·T levels, so each
+method fits the ceiling φ·θ the way it fits θ of an IF site (φ = 1) and returns
+θ = ceiling/φ: max gives φ·θ = max z, the MSE grid runs over φ·θ.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ def _rows(z: Tensor, granularity: str) -> Tensor:
     return z.transpose(0, 1).reshape(z.shape[1], -1)
 
 
-def max_threshold(z: Tensor, granularity: str = "layer") -> Tensor:
-    """θ = max z (per layer [1] or per channel [C])."""
-    return _rows(z, granularity).amax(1).clamp_min(MIN_THRESHOLD)
+def max_threshold(z: Tensor, granularity: str = "layer", phi: int = 1) -> Tensor:
+    """θ = max z / φ (per layer [1] or per channel [C])."""
+    return (_rows(z, granularity).amax(1) / phi).clamp_min(MIN_THRESHOLD)
 
 
-def percentile_threshold(z: Tensor, percentile: float, granularity: str = "layer") -> Tensor:
-    """θ = the given percentile (0, 100] of relu(z), exact (k-th smallest value)."""
+def percentile_threshold(
+    z: Tensor, percentile: float, granularity: str = "layer", phi: int = 1
+) -> Tensor:
+    """θ = the given percentile (0, 100] of relu(z), exact (k-th smallest value), over φ."""
     if not 0 < percentile <= 100:
         raise ConfigError(
             "calibration.threshold.percentile",
@@ -42,7 +48,7 @@ def percentile_threshold(z: Tensor, percentile: float, granularity: str = "layer
         )
     rows = _rows(torch.relu(z), granularity)
     k = max(1, math.ceil(percentile / 100 * rows.shape[1]))
-    return rows.kthvalue(k, dim=1).values.clamp_min(MIN_THRESHOLD)
+    return (rows.kthvalue(k, dim=1).values / phi).clamp_min(MIN_THRESHOLD)
 
 
 def surrogate_error(rows: Tensor, theta: Tensor, T: int, levels: int) -> Tensor:
@@ -69,8 +75,9 @@ def mse_threshold(
     granularity: str = "layer",
     candidates: int = 95,
     max_elements: int = MSE_MAX_ELEMENTS,
+    phi: int = 1,
 ) -> Tensor:
-    """Grid search θ_i = max·(1 − 0.01 i), i = 0..candidates−1, minimising the surrogate MSE.
+    """Grid search θ_i = max·(1 − 0.01 i)/φ, i = 0..candidates−1, minimising the surrogate MSE.
 
     The maximum is taken over all values; the error over at most ``max_elements``
     of them (a fixed random subset), which keeps the search fast on large layers.
@@ -78,12 +85,13 @@ def mse_threshold(
     Args:
         z: pre-activations [N, C, ...].
         T: timesteps the surrogate is fitted for.
-        levels: spikes a neuron may emit over T steps (T·φ); defaults to T.
+        levels: spikes a neuron may emit over T steps; defaults to T·φ.
+        phi: most spikes per step (the grid runs over the ceiling φ·θ).
     Returns:
         θ of shape [1] (layer) or [C] (channel).
     """
-    levels = T if levels is None else levels
-    top = max_threshold(z, granularity)
+    levels = T * phi if levels is None else levels
+    top = max_threshold(z, granularity, phi)
     rows = _subsample(_rows(z, granularity), max_elements)
     target = torch.relu(rows)
     best_err = torch.full_like(top, float("inf"))
@@ -108,16 +116,17 @@ def fit_threshold(
     granularity: str = "layer",
     percentile: float = 99.99,
     candidates: int = 95,
+    phi: int = 1,
 ) -> Tensor:
-    """Dispatch on ``method`` (``max``, ``percentile``, ``mse``)."""
+    """Dispatch on ``method`` (``max``, ``percentile``, ``mse``) for a site with burst size φ."""
     if granularity not in GRANULARITIES:
         raise ConfigError(
             "calibration.threshold.granularity", f"'{granularity}' is not one of {GRANULARITIES}"
         )
     if method == "max":
-        return max_threshold(z, granularity)
+        return max_threshold(z, granularity, phi)
     if method == "percentile":
-        return percentile_threshold(z, percentile, granularity)
+        return percentile_threshold(z, percentile, granularity, phi)
     if method == "mse":
-        return mse_threshold(z, T, levels, granularity, candidates)
+        return mse_threshold(z, T, levels, granularity, candidates, phi=phi)
     raise ConfigError("calibration.threshold.method", f"'{method}' is not one of {METHODS}")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 
 from adacal.snn.convert import SpikingNetwork
-from adacal.snn.simulate import anytime_logits, simulate, spike_totals
+from adacal.snn.simulate import anytime_logits, simulate, sop_totals, spike_totals
 
 
 class ShardSampler(Sampler[int]):
@@ -64,7 +64,9 @@ class SNNEvaluator(L.LightningModule):
 
     Results (rank 0 and every rank alike) land in ``self.results``:
     ``acc_t{t}`` for t in ``anytime``, ``spikes`` (per image, all sites, T steps),
-    ``site_spikes`` [L] per image, ``samples``.
+    ``site_spikes`` [L] per image, ``samples``; when the sites carry fan-out maps
+    (:func:`adacal.metrics.energy.attach_fanout`) also ``sops`` (synaptic events per
+    image, a burst of k spikes being k events) and ``site_sops`` [L].
     """
 
     def __init__(
@@ -86,7 +88,8 @@ class SNNEvaluator(L.LightningModule):
         self.chunk = chunk
         self.batch_size = batch_size
         self.num_workers = num_workers
-        sizes = {"correct": len(steps), "samples": 1, "site_spikes": max(1, len(net.sites))}
+        L_ = max(1, len(net.sites))
+        sizes = {"correct": len(steps), "samples": 1, "site_spikes": L_, "site_sops": L_}
         self.counts = Counts(sizes)
         self.results: dict[str, float | list[float]] = {}
 
@@ -105,13 +108,18 @@ class SNNEvaluator(L.LightningModule):
             self.net.set_mode("relu")
             logits = self.net(x).unsqueeze(0)
             spikes = torch.zeros(max(1, len(self.net.sites)), device=x.device)
+            sops = spikes
         else:
             logits = anytime_logits(simulate(self.net, x, self.T, self.chunk))
             spikes = spike_totals(self.net).sum((1, 2))
+            sops = sop_totals(self.net).sum((1, 2)) if self._has_fanout() else 0 * spikes
         index = torch.tensor([t - 1 for t in self.steps], device=x.device)
         correct = (logits[index].argmax(-1) == y.unsqueeze(0)).sum(1)
         samples = torch.tensor([len(y)], device=x.device)
-        self.counts.update(correct=correct, samples=samples, site_spikes=spikes)
+        self.counts.update(correct=correct, samples=samples, site_spikes=spikes, site_sops=sops)
+
+    def _has_fanout(self) -> bool:
+        return bool(self.net.sites) and all(s.fanout is not None for s in self.net.sites)
 
     def on_test_epoch_end(self) -> None:
         c = self.counts.totals()
@@ -121,6 +129,9 @@ class SNNEvaluator(L.LightningModule):
         }
         per_site = (c["site_spikes"] / n).tolist()
         self.results.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
+        if self.T and self._has_fanout():
+            site_sops = (c["site_sops"] / n).tolist()
+            self.results.update(sops=float(sum(site_sops)), site_sops=site_sops)
         self.counts.reset()
         scalars = {k: v for k, v in self.results.items() if isinstance(v, float)}
         scalars.update({f"site{i}_spikes": v for i, v in enumerate(per_site)})

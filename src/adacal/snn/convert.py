@@ -239,6 +239,7 @@ class SpikingNetwork(nn.Module):
         self.net(example[:1])
         for site in self.sites:
             site.neurons_per_sample = site.recorded[0][0].numel()
+            site.neuron_shape = tuple(site.recorded[0].shape[1:])
             site.channels = site.recorded[0].shape[1]
             site.recorded = []
         self.set_mode("relu")
@@ -259,6 +260,16 @@ class SpikingNetwork(nn.Module):
         """Start a new simulation of ``batch_size`` samples at t = 0."""
         for site in self.sites:
             site.reset(batch_size)
+
+    def keep(self, index: Tensor) -> None:
+        """Continue the running simulation with the samples ``index`` [B'] only (early exit)."""
+        for site in self.sites:
+            site.keep(index)
+
+    def set_phi(self, phis: list[int]) -> None:
+        """Burst size φ per site, in site order."""
+        for site, phi in zip(self.sites, phis, strict=True):
+            site.phi = int(phi)
 
     def set_compiled(self, compiled: bool) -> None:
         """Simulate each chunk of every site as one ``torch.compile``'d kernel (same numbers)."""

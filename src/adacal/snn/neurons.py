@@ -51,6 +51,41 @@ def if_step_(v: Tensor, x: Tensor, theta: Tensor, out: Tensor) -> None:
     v.sub_(out)
 
 
+def burst_step(v: Tensor, x: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, Tensor]:
+    """One step of the burst (AdaFire) neuron: up to φ spikes per step, reset by subtraction.
+
+    v' = v + x;  n = clip(floor(v'/θ), 0, φ);  s = n·θ;  v'' = v' − s.
+
+    ``n`` is the largest k in [0, φ] with k·θ ≤ v' in floating point (the division's
+    rounding is corrected both ways), so φ = 1 is bitwise :func:`if_step`.
+
+    Args:
+        v, x: potential and input, any shape [B, ...]; theta broadcastable (> 0).
+        phi: most spikes per step (φ ≥ 1).
+    Returns:
+        (output ``n·θ`` of shape ``v.shape``, new potential).
+    """
+    v = v + x
+    n = _burst_count(v, theta, phi)
+    out = n * theta
+    return out, v - out
+
+
+def _burst_count(v: Tensor, theta: Tensor, phi: int) -> Tensor:
+    """n = max{k ∈ [0, φ] : k·θ ≤ v}, computed as clip(floor(v/θ)) with rounding fixed."""
+    n = torch.floor(v / theta).clamp_(0, phi)
+    n.sub_(((n > 0) & (n * theta > v)).to(n.dtype))
+    n.add_(((n < phi) & ((n + 1) * theta <= v)).to(n.dtype))
+    return n
+
+
+def burst_step_(v: Tensor, x: Tensor, theta: Tensor, out: Tensor, phi: int) -> None:
+    """In-place :func:`burst_step` (v updated, n·θ written to ``out``); bitwise equal to it."""
+    v.add_(x)
+    torch.mul(_burst_count(v, theta, phi), theta, out=out)
+    v.sub_(out)
+
+
 def surrogate_floor(z: Tensor, theta: Tensor, T: int, v0: Tensor, levels: int) -> Tensor:
     """Rate of a neuron over T steps for a constant input z (the clip-floor surrogate).
 
@@ -87,13 +122,98 @@ class IFNeuron:
             raise ConfigError("neuron.offset", f"'{self.offset}' is not one of {OFFSETS}")
 
     def max_spikes(self) -> int:
-        """Spikes a neuron may emit in one step (φ); 1 for IF."""
+        """Spikes a neuron may emit in one step (φ) when placed; 1 for IF."""
         return 1
 
-    def step(self, v: Tensor, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """One step of the dynamics: see :func:`if_step`."""
-        return if_step(v, x, theta)
+    def step(self, v: Tensor, x: Tensor, theta: Tensor, phi: int = 1) -> tuple[Tensor, Tensor]:
+        """One step of the dynamics at a site with burst size φ: :func:`if_step` for φ = 1,
+        else :func:`burst_step`."""
+        return if_step(v, x, theta) if phi == 1 else burst_step(v, x, theta, phi)
 
-    def step_(self, v: Tensor, x: Tensor, theta: Tensor, out: Tensor) -> None:
-        """The same step in place (``v`` updated, spikes written to ``out``): :func:`if_step_`."""
-        if_step_(v, x, theta, out)
+    def step_(self, v: Tensor, x: Tensor, theta: Tensor, out: Tensor, phi: int = 1) -> None:
+        """The same step in place (``v`` updated, output written to ``out``)."""
+        if phi == 1:
+            if_step_(v, x, theta, out)
+        else:
+            burst_step_(v, x, theta, out, phi)
+
+    def adapt(self, net, data, refit) -> dict:  # noqa: ANN001 - see AdaFireNeuron.adapt
+        """Choose each site's φ after the first threshold fit (nothing to choose: fixed φ)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class BurstNeuron(IFNeuron):
+    """Burst neuron with one fixed φ at every site: up to φ spikes per step (:func:`burst_step`).
+
+    φ = 1 is the IF neuron. Thresholds are fitted for φ (the surrogate has φ·T
+    levels over [0, φ·θ]).
+    """
+
+    phi: int = 4
+    name: str = "burst"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.phi) < 1:
+            raise ConfigError("neuron.phi", f"must be an integer >= 1, got {self.phi}")
+
+    def max_spikes(self) -> int:
+        return int(self.phi)
+
+
+@dataclass(frozen=True)
+class AdaFireNeuron(IFNeuron):
+    """AdaFire: burst neurons whose φ is chosen per site by the firing-pattern search.
+
+    Every site starts at ``phi_init``; the search measures, for each site l and
+    φ in [phi_min, phi_init] with only site l changed, the sensitivity S_l(φ)
+    (symmetric KL between SNN and ANN softmax) and spikes E_l(φ) on ``batch_size``
+    calibration images, then picks φ_l minimising Σ S_l subject to
+    Σ E_l ≤ rho·Σ E_l(phi_target) (:mod:`adacal.adaptive.search`).
+    """
+
+    phi_init: int = 8
+    phi_target: int = 4
+    phi_min: int = 1
+    rho: float = 1.0
+    batch_size: int = 128
+    sub_batch: int = 32
+    reuse_prefix: bool = True
+    name: str = "adafire"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.phi_min) < 1:
+            raise ConfigError("neuron.phi_min", f"must be >= 1, got {self.phi_min}")
+        if int(self.phi_min) > int(self.phi_init):
+            raise ConfigError(
+                "neuron.phi_min",
+                f"phi_min={self.phi_min} is above phi_init={self.phi_init}; "
+                "the search range is [phi_min, phi_init]",
+            )
+        if not int(self.phi_min) <= int(self.phi_target) <= int(self.phi_init):
+            raise ConfigError(
+                "neuron.phi_target",
+                f"phi_target={self.phi_target} must lie in [phi_min, phi_init] = "
+                f"[{self.phi_min}, {self.phi_init}]",
+            )
+        if not float(self.rho) > 0:
+            raise ConfigError("neuron.rho", f"the budget ratio must be > 0, got {self.rho}")
+        if int(self.batch_size) < 1 or int(self.sub_batch) < 1:
+            raise ConfigError(
+                "neuron.batch_size",
+                f"batch_size and sub_batch must be >= 1, got {self.batch_size}, {self.sub_batch}",
+            )
+
+    def max_spikes(self) -> int:
+        return int(self.phi_init)
+
+    def adapt(self, net, data, refit) -> dict:  # noqa: ANN001 - avoids an import cycle
+        """Run the firing-pattern search; sets ``site.phi`` and refits thresholds.
+
+        Returns the search record (chosen φ per site, sensitivities, spikes, timings).
+        """
+        from adacal.adaptive.search import firing_pattern_search
+
+        return firing_pattern_search(net, data, self, refit)

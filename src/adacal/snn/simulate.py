@@ -55,3 +55,11 @@ def anytime_logits(per_step: Tensor) -> Tensor:
 def spike_totals(net: SpikingNetwork) -> Tensor:
     """Spikes emitted per site per step per sample after :func:`simulate`: [L, T, B]."""
     return torch.stack([torch.cat(site.spike_counts) for site in net.sites])
+
+
+def sop_totals(net: SpikingNetwork) -> Tensor:
+    """Synaptic events per site per step per sample after :func:`simulate`: [L, T, B].
+
+    Needs fan-out maps on the sites (:func:`adacal.metrics.energy.attach_fanout`).
+    """
+    return torch.stack([torch.cat(site.sop_counts) for site in net.sites])

@@ -56,15 +56,20 @@ class Site(nn.Module):
         self.v: Tensor | None = None
         self.recorded: list[Tensor] = []
         self.spike_counts: list[Tensor] = []
+        self.sop_counts: list[Tensor] = []
         self.count_spikes = True
         self.compiled = False  # run each chunk as one torch.compile'd kernel (snn.compile)
         self.neurons_per_sample = 0
         self.register_buffer("theta", torch.ones(1))
         self.register_buffer("bias", torch.zeros(1))
         self.register_buffer("v_delta", torch.zeros(1))
+        # synapses driven by one spike of each neuron [C, ...] (adacal.metrics.energy); None: no SOPs
+        self.register_buffer("fanout", None, persistent=False)
 
     def extra_repr(self) -> str:
-        return f"index={self.index}, label={self.label!r}, mode={self.mode}, T={self.T}"
+        return (
+            f"index={self.index}, label={self.label!r}, mode={self.mode}, T={self.T}, phi={self.phi}"
+        )
 
     # --- state ---------------------------------------------------------------
     def reset(self, batch_size: int) -> None:
@@ -72,6 +77,13 @@ class Site(nn.Module):
         self.batch_size = batch_size
         self.v = None
         self.spike_counts = []
+        self.sop_counts = []
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the samples ``index`` [B'] of the running simulation (early exit)."""
+        if self.v is not None:
+            self.v = self.v[index]
+        self.batch_size = int(index.numel())
 
     def v0(self, like: Tensor) -> Tensor:
         """Total offset over T steps, broadcastable to ``like`` [B, C, ...]: θ/2 + v_delta."""
@@ -115,22 +127,38 @@ class Site(nn.Module):
             start = self._delta(z[0]) + (theta / 2 if self.neuron.offset == "initial" else 0.0)
             self.v = torch.zeros_like(z[0]) + start
         if self.compiled:
-            out, self.v = _compiled_chunk()(self.neuron.step, self.v, drive, theta)
+            out, self.v = _compiled_chunk()(self.neuron.step, self.v, drive, theta, self.phi)
         else:
             out = torch.empty_like(z)
             for t in range(steps):
-                self.neuron.step_(self.v, drive[t], theta, out[t])
+                self.neuron.step_(self.v, drive[t], theta, out[t], self.phi)
         if self.count_spikes:
-            per_channel = out.reshape(steps, B, out.shape[2], -1).sum(-1)  # [Tc, B, C]
-            self.spike_counts.append((per_channel / self.theta.clamp_min(1e-12)).sum(-1))
+            self._count(out)
         return out.reshape(steps * B, *z.shape[2:])
 
+    def _count(self, out: Tensor) -> None:
+        """Spikes (Σ n) and, with ``fanout``, synaptic events (Σ n·fan-out) per step and sample.
 
-def _chunk(step, v: Tensor, drive: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+        out [Tc, B, C, ...] holds n·θ; one mat-vec per quantity. Appends [Tc, B] tensors
+        to ``spike_counts`` (and ``sop_counts``).
+        """
+        steps, B, shape = out.shape[0], out.shape[1], out.shape[2:]
+        ones = torch.ones(1, *shape, device=out.device, dtype=out.dtype)
+        inv = (ones / channel_view(self.theta.clamp_min(1e-12), ones)).reshape(-1)
+        weights = [inv]
+        if self.fanout is not None:
+            weights.append(inv * self.fanout.to(out.dtype).expand(shape).reshape(-1))
+        counts = out.reshape(steps * B, -1) @ torch.stack(weights, 1)  # [Tc·B, 1 or 2]
+        self.spike_counts.append(counts[:, 0].reshape(steps, B))
+        if self.fanout is not None:
+            self.sop_counts.append(counts[:, 1].reshape(steps, B))
+
+
+def _chunk(step, v: Tensor, drive: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, Tensor]:
     """Tc steps of a neuron as one function (for ``torch.compile``): drive [Tc, B, ...]."""
     outs = []
     for t in range(drive.shape[0]):
-        out, v = step(v, drive[t], theta)
+        out, v = step(v, drive[t], theta, phi)
         outs.append(out)
     return torch.stack(outs), v
 

@@ -1,0 +1,1 @@
+"""Adaptive Calibration: firing-pattern search, spike compression, frontier solver, IAT."""

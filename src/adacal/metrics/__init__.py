@@ -1,0 +1,1 @@
+"""Operation counting: synaptic operations (SOPs), MACs and energy."""
