@@ -1,13 +1,17 @@
 """The composition root: ``run(cfg)`` builds every object from the config and runs one job.
 
 Data flow (DESIGN.md §3): seed → datamodule → ANN (load with hash check, or
-train) → ANN test accuracy → for each target T: convert, fit thresholds,
-calibrate, evaluate (anytime accuracy up to T, spikes per site) → metrics.json,
-results table, logger. Everything else in the package receives built objects.
+train) → ANN test accuracy and MACs → for each target T: convert, fit thresholds,
+choose φ per site (AdaFire), calibrate, compress (SSC), count synapses, fit the
+exit thresholds (IAT), evaluate (anytime accuracy up to T or accuracy at exit,
+spikes, SOPs and energy per site), and the SNN Calibration baseline (IF neuron,
+same calibration, same T) for the savings → metrics.json, results table, logger.
+Everything else in the package receives built objects.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +33,9 @@ from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate
 from adacal.checkpoint import load_state_dict, save_state_dict
 from adacal.config import command_line, timesteps, validate
+from adacal.errors import ConfigError
 from adacal.lightning import ANNClassifier, SNNEvaluator
+from adacal.metrics import energy
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
 from adacal.snn.runtime import tune_cpu_allocator
@@ -46,6 +53,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     logger = None
     try:
         validate(cfg)
+        snn_parts(cfg)  # bad neuron / compression / inference settings fail before any work
         resolved = OmegaConf.to_container(cfg, resolve=True)
         torch.set_float32_matmul_precision("high")
         if _device(cfg).type == "cpu":
@@ -64,6 +72,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             example = datamodule.calibration_set(1, 0)[0].to(_device(cfg))
             ann = convert(model, IFNeuron(), example)  # BN folded, every site a ReLU
             metrics["ann/test/acc"] = evaluate(cfg, ann, datamodule, 0)["acc_t1"]
+            metrics["ann/macs"] = energy.ann_macs(ann, example)
+            metrics["ann/energy_uj"] = energy.energy_pj(metrics["ann/macs"], 0.0) / 1e6
         if "snn" in cfg.stages:
 
             def partial(snn_metrics: dict[str, float]) -> None:
@@ -86,6 +96,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     finally:
         if logger is not None and type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a :class:`ConfigError` through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
+
+
+def snn_parts(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """The neuron spec, the spike compression (or None) and the exit policy (or None)."""
+    neuron = build(cfg.neuron)
+    compression = build(cfg.compression) if cfg.compression.get("_target_") else None
+    policy = build(cfg.inference) if cfg.inference.get("_target_") else None
+    return neuron, compression, policy
 
 
 def _trainer(cfg: DictConfig, logger: Any = None, **overrides: Any) -> L.Trainer:
@@ -121,8 +149,13 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
 
 
-def evaluate(cfg: DictConfig, net: Any, datamodule: Any, T: int) -> dict[str, Any]:
-    """Test-set pass through :class:`SNNEvaluator` (T = 0: the ANN)."""
+def evaluate(
+    cfg: DictConfig, net: Any, datamodule: Any, T: int, exit_thresholds: Any = None
+) -> dict[str, Any]:
+    """Test-set pass through :class:`SNNEvaluator` (T = 0: the ANN; IAT with exit thresholds)."""
+    extra = {}
+    if exit_thresholds is not None:
+        extra = {"exit_thresholds": exit_thresholds, "confidence": cfg.inference.confidence}
     evaluator = SNNEvaluator(
         net,
         datamodule.test_set,
@@ -131,6 +164,7 @@ def evaluate(cfg: DictConfig, net: Any, datamodule: Any, T: int) -> dict[str, An
         chunk=cfg.snn.chunk,
         batch_size=cfg.snn.batch_size,
         num_workers=cfg.dataset.num_workers,
+        **extra,
     )
     trainer = _trainer(cfg, None, use_distributed_sampler=False, max_epochs=1)
     trainer.test(evaluator, verbose=False)
@@ -155,27 +189,39 @@ def snn_stage(
         (out_dir / "calibration_indices.json").write_text(str(indices.tolist()))
     device = _device(cfg)
     images = images.to(device)
+    neuron, compression, policy = snn_parts(cfg)
+    is_baseline = type(neuron) is IFNeuron and compression is None and policy is None
     metrics: dict[str, float] = {}
-    Ts = timesteps(cfg)
-    for T in Ts:
+    for T in timesteps(cfg):
+        net, record, calib_s = convert_and_calibrate(cfg, model, images, T, neuron, compression)
+        eta = None
+        if policy is not None:
+            n_fit = int(policy.fit_batches) * int(policy.batch_size)
+            n_fit = min(n_fit, len(datamodule.train_eval_set))  # small (limited) training sets
+            x_fit, y_fit, _ = datamodule.calibration_set(n_fit, int(cfg.seed) + 1)
+            eta = policy.fit(net, x_fit.to(device), y_fit.to(device), T)
+            record["iat"] = {"eta": eta.tolist(), "fit_images": n_fit}
         start = time.perf_counter()
-        net = convert(model, instantiate(cfg.neuron), images[:1]).to(device)
-        net.set_compiled(bool(cfg.snn.compile))
-        data = CalibrationData.from_network(
-            net,
-            images,
-            T,
-            chunk=cfg.snn.chunk,
-            batch_size=cfg.calibration.batch_size,
-            progress=cfg.progress and sys.stderr.isatty(),
-        )
-        spec = ThresholdSpec(**cfg.calibration.threshold)
-        calibrate(net, data, spec, instantiate(cfg.calibration.steps, _convert_="all"))
-        calib_s = time.perf_counter() - start
-        start = time.perf_counter()
-        res = evaluate(cfg, net, datamodule, T)
+        res = evaluate(cfg, net, datamodule, T, exit_thresholds=eta)
         eval_s = time.perf_counter() - start
         metrics.update(_snn_metrics(net, res, T, calib_s, eval_s))
+        metrics.update(_search_metrics(record, T))
+        metrics.update(_energy_metrics(net, images[:1], res, T, "snn/test"))
+        if cfg.snn.compare_baseline:
+            if is_baseline:
+                base = {
+                    f"snn/baseline/{k}": v
+                    for k, v in _energy_metrics(net, images[:1], res, T, "").items()
+                }
+                base[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
+            else:
+                base = baseline_metrics(cfg, model, datamodule, images, T, neuron)
+            metrics.update(base)
+            metrics[f"snn/test/saving_vs_baseline_T{T}"] = 1.0 - (
+                metrics[f"snn/test/energy_uj_T{T}"] / base[f"snn/baseline/energy_uj_T{T}"]
+            )
+        if rank_zero_only.rank == 0 and record:
+            (out_dir / f"adaptive_T{T}.json").write_text(json.dumps(record, indent=1))
         if on_result is not None:
             on_result(metrics)
         log.info(
@@ -186,6 +232,93 @@ def snn_stage(
             eval_s,
         )
     return metrics
+
+
+def convert_and_calibrate(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    T: int,
+    neuron: Any,
+    compression: Any,
+) -> tuple[Any, dict[str, Any], float]:
+    """Convert ``model`` with ``neuron`` and run the calibration recipe for T steps.
+
+    Returns the network (with fan-out maps attached for SOP counting), the search
+    record and the seconds it took.
+    """
+    start = time.perf_counter()
+    net = convert(model, neuron, images[:1]).to(images.device)
+    net.set_compiled(bool(cfg.snn.compile))
+    data = CalibrationData.from_network(
+        net,
+        images,
+        T,
+        chunk=cfg.snn.chunk,
+        batch_size=cfg.calibration.batch_size,
+        progress=cfg.progress and sys.stderr.isatty(),
+    )
+    spec = ThresholdSpec(**cfg.calibration.threshold)
+    steps = build(cfg.calibration.steps, _convert_="all")
+    record = calibrate(net, data, spec, steps, neuron=neuron, compression=compression)
+    energy.attach_fanout(net, images[:1])
+    return net, record, time.perf_counter() - start
+
+
+def baseline_metrics(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    datamodule: Any,
+    images: torch.Tensor,
+    T: int,
+    neuron: Any,
+) -> dict[str, float]:
+    """The SNN Calibration baseline at the same T: IF neuron (same offset), same calibration
+    steps, no compression, every sample runs T steps. Keys ``snn/baseline/*``."""
+    net, _, _ = convert_and_calibrate(cfg, model, images, T, IFNeuron(offset=neuron.offset), None)
+    res = evaluate(cfg, net, datamodule, T)
+    out = {f"snn/baseline/{k}": v for k, v in _energy_metrics(net, images[:1], res, T, "").items()}
+    out[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
+    return out
+
+
+def _energy_metrics(
+    net: Any, example: torch.Tensor, res: dict[str, Any], T: int, prefix: str
+) -> dict[str, float]:
+    """SOPs and energy per image (convention: :mod:`adacal.metrics.energy`)."""
+    steps = float(res.get("mean_timesteps", T))
+    report = energy.snn_energy(
+        res["sops"], energy.dense_macs(net, example), steps, energy.ann_macs(net, example)
+    )
+    p = f"{prefix}/" if prefix else ""
+    out = {
+        f"{p}sops_T{T}": report.sops,
+        f"{p}acs_T{T}": float(res["sops"]),
+        f"{p}energy_uj_T{T}": report.energy_pj / 1e6,
+        f"{p}saving_vs_ann_T{T}": report.saving_vs_ann,
+        f"{p}mean_timesteps_T{T}": steps,
+    }
+    if prefix:
+        for site, sops in zip(net.sites, res["site_sops"], strict=True):
+            out[f"{p}site{site.index}_acs_T{T}"] = sops
+        for t, share in enumerate(res.get("exit_hist") or [], start=1):
+            out[f"{p}exit_t{t}_T{T}"] = share
+    return out
+
+
+def _search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
+    """Chosen φ and SSC ratio per site, and the search times."""
+    out: dict[str, float] = {}
+    if "adafire" in record:
+        for i, phi in enumerate(record["adafire"]["phi"]):
+            out[f"snn/adafire/site{i}_phi_T{T}"] = float(phi)
+        out[f"snn/time/adafire_search_s_T{T}"] = record["adafire"]["seconds"]
+    for name, rec in record.items():
+        if "ratio" in rec:
+            for i, r in enumerate(rec["ratio"]):
+                out[f"snn/{name}/site{i}_ratio_T{T}"] = float(r)
+            out[f"snn/time/{name}_search_s_T{T}"] = rec["seconds"]
+    return out
 
 
 def _snn_metrics(

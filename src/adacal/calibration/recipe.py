@@ -1,14 +1,21 @@
-"""The calibration recipe: thresholds first, then the pluggable steps in the configured order.
+"""The calibration recipe, in a fixed order (DESIGN.md §3 step 4):
 
-A step is any callable ``step(net, data)`` (one class + one YAML entry in
-``conf/calibration/*.yaml``): bias, potential or weight calibration today,
-the firing-pattern search and spike compression of Adaptive Calibration next.
+1. thresholds for every site's φ;
+2. the neuron chooses each site's φ (AdaFire's firing-pattern search; a fixed-φ
+   neuron keeps its φ) and thresholds are refitted for it;
+3. the pluggable calibration steps in the configured order (any callable
+   ``step(net, data)``, one class + one YAML entry in ``conf/calibration/*.yaml``):
+   bias, potential and weight calibration;
+4. spike compression (SSC) when configured, then the calibration steps again.
+
+Returns the record of the searches (chosen φ and ratios, measured tables, timings).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,6 +25,7 @@ from adacal.calibration.thresholds import fit_threshold
 from adacal.snn.convert import SpikingNetwork
 
 Step = Callable[[SpikingNetwork, CalibrationData], None]
+Compression = Callable[[SpikingNetwork, CalibrationData], dict[str, Any]]
 
 
 @dataclass
@@ -53,12 +61,36 @@ def site_threshold(act: Tensor, spec: ThresholdSpec, T: int, phi: int) -> Tensor
 
 
 def calibrate(
-    net: SpikingNetwork, data: CalibrationData, spec: ThresholdSpec, steps: Sequence[Step] = ()
-) -> None:
-    """Fit thresholds, then run the steps in order (network modified in place)."""
+    net: SpikingNetwork,
+    data: CalibrationData,
+    spec: ThresholdSpec,
+    steps: Sequence[Step] = (),
+    neuron: Any = None,
+    compression: Compression | None = None,
+) -> dict[str, Any]:
+    """Run the recipe on ``net`` in place (see the module docstring); returns the search record.
+
+    Args:
+        neuron: the neuron spec; its ``adapt(net, data, refit)`` chooses φ per site.
+        compression: e.g. :class:`adacal.adaptive.compression.SpikeCompression`.
+    """
+    record: dict[str, Any] = {}
     fit_thresholds(net, data, spec)
+    if neuron is not None:
+
+        def refit(k: int, phi: int) -> Tensor:
+            return site_threshold(data.ann[k], spec, data.T, phi).to(net.sites[k].theta.dtype)
+
+        found = neuron.adapt(net, data, refit)
+        if found:
+            record["adafire"] = found
     for step in steps:
         step(net, data)
+    if compression is not None:
+        record[getattr(compression, "name", "compression")] = compression(net, data)
+        for step in steps:
+            step(net, data)
+    return record
 
 
 @torch.no_grad()

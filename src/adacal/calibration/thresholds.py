@@ -93,6 +93,8 @@ def mse_threshold(
     levels = T * phi if levels is None else levels
     top = max_threshold(z, granularity, phi)
     rows = _subsample(_rows(z, granularity), max_elements)
+    if rows.shape[0] == 1:  # values ≤ 0 have error 0 for every θ: score only the positive ones
+        rows = rows[rows > 0].reshape(1, -1)
     target = torch.relu(rows)
     best_err = torch.full_like(top, float("inf"))
     best = top.clone()

@@ -5,6 +5,10 @@ in ``anytime`` (t ≤ T), the top-1 accuracy of the rate-coded prediction after 
 steps, plus spikes per site. Counts are summed across processes, and the
 test set is sharded without padding (rank r takes samples r, r+W, r+2W, ...),
 so 1 and N processes give the same numbers.
+
+With ``exit_thresholds`` (IAT, :mod:`adacal.adaptive.iat`) each sample instead stops
+at its own exit step; the accuracy at exit, the exit histogram and the mean number of
+timesteps are reported, and spikes/SOPs count only the steps actually simulated.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 
+from adacal.adaptive.iat import check_metric, simulate_early_exit
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.simulate import anytime_logits, simulate, sop_totals, spike_totals
 
@@ -67,6 +72,12 @@ class SNNEvaluator(L.LightningModule):
     ``site_spikes`` [L] per image, ``samples``; when the sites carry fan-out maps
     (:func:`adacal.metrics.energy.attach_fanout`) also ``sops`` (synaptic events per
     image, a burst of k spikes being k events) and ``site_sops`` [L].
+
+    With ``exit_thresholds`` η [T] (and T > 0) every sample exits after the first step t
+    whose ``confidence`` exceeds η_t (:func:`adacal.adaptive.iat.simulate_early_exit`);
+    ``anytime`` is then ignored and the results are ``acc_t{T}`` = ``acc_exit`` (accuracy
+    at exit), ``mean_timesteps``, ``exit_hist`` (fraction exiting at t = 1..T) and the
+    spikes/SOPs of the simulated steps only.
     """
 
     def __init__(
@@ -78,11 +89,21 @@ class SNNEvaluator(L.LightningModule):
         chunk: int | None = 8,
         batch_size: int = 256,
         num_workers: int = 0,
+        exit_thresholds: Tensor | None = None,
+        confidence: str = "entropy",
     ) -> None:
         super().__init__()
         self.net = net
         self.dataset = dataset
         self.T = int(T)
+        self.confidence = check_metric(confidence)
+        self.exit_thresholds: Tensor | None = None
+        if exit_thresholds is not None and self.T > 0:
+            eta = torch.as_tensor(exit_thresholds, dtype=torch.float32).detach().cpu().reshape(-1)
+            if eta.numel() != self.T:
+                raise ValueError(f"exit_thresholds: need T={self.T} values, got {eta.numel()}")
+            self.exit_thresholds = eta
+            anytime = ()  # anytime accuracies do not apply with exits
         steps = sorted({int(t) for t in anytime if 0 < int(t) <= self.T} | {max(self.T, 1)})
         self.steps = steps
         self.chunk = chunk
@@ -90,6 +111,8 @@ class SNNEvaluator(L.LightningModule):
         self.num_workers = num_workers
         L_ = max(1, len(net.sites))
         sizes = {"correct": len(steps), "samples": 1, "site_spikes": L_, "site_sops": L_}
+        if self.exit_thresholds is not None:
+            sizes.update(exit_hist=self.T, timesteps=1)
         self.counts = Counts(sizes)
         self.results: dict[str, float | list[float]] = {}
 
@@ -104,6 +127,9 @@ class SNNEvaluator(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch[0], batch[1]
+        if self.exit_thresholds is not None:
+            self._exit_step(x, y)
+            return
         if self.T == 0:
             self.net.set_mode("relu")
             logits = self.net(x).unsqueeze(0)
@@ -118,6 +144,20 @@ class SNNEvaluator(L.LightningModule):
         samples = torch.tensor([len(y)], device=x.device)
         self.counts.update(correct=correct, samples=samples, site_spikes=spikes, site_sops=sops)
 
+    def _exit_step(self, x: Tensor, y: Tensor) -> None:
+        """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs."""
+        res = simulate_early_exit(self.net, x, self.T, self.exit_thresholds, self.confidence)
+        spikes = res.site_spikes
+        sops = res.site_sops if res.site_sops is not None else 0 * spikes
+        self.counts.update(
+            correct=(res.logits.argmax(-1) == y).sum().reshape(1),
+            samples=torch.tensor([len(y)], device=x.device),
+            site_spikes=spikes,
+            site_sops=sops,
+            exit_hist=torch.bincount(res.exit_step - 1, minlength=self.T),
+            timesteps=res.exit_step.sum().reshape(1),
+        )
+
     def _has_fanout(self) -> bool:
         return bool(self.net.sites) and all(s.fanout is not None for s in self.net.sites)
 
@@ -127,6 +167,12 @@ class SNNEvaluator(L.LightningModule):
         self.results = {
             f"acc_t{t}": float(c["correct"][i].item()) / n for i, t in enumerate(self.steps)
         }
+        if self.exit_thresholds is not None:
+            self.results.update(
+                acc_exit=self.results[f"acc_t{self.T}"],
+                mean_timesteps=float(c["timesteps"].item()) / n,
+                exit_hist=(c["exit_hist"] / n).tolist(),
+            )
         per_site = (c["site_spikes"] / n).tolist()
         self.results.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
         if self.T and self._has_fanout():

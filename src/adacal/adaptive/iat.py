@@ -1,0 +1,217 @@
+"""Input-aware Adaptive Timesteps (IAT): each sample stops simulating once it is confident.
+
+After t steps the rate-coded output of a sample is the mean of its t per-step outputs,
+ō_t [K]. Its confidence c_t = confidence(ō_t) is, for ``"entropy"``,
+c_t = 1 − H(softmax(ō_t)) / log K ∈ [0, 1], or for ``"maxprob"`` max_k softmax(ō_t)_k.
+A sample exits after step t when c_t > η_t (at t = T every remaining sample exits), and
+the exited samples are dropped from the running simulation (:meth:`SpikingNetwork.keep`),
+so they cost no further compute.
+
+The exit thresholds are fitted on training images (Wang et al., AAAI 2025):
+
+    η_t = a + b · exp(min_s Ē_s − Ē_t),    t = 1..T,
+
+where Ē_t is the mean uncertainty 1 − c_t of the samples classified correctly after t
+steps (the normalised entropy for ``"entropy"``). So η_t ∈ (a, a + b]; the step with the
+lowest mean uncertainty gets a + b. The paper uses a = 0.6, b = 0.4 on CIFAR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from adacal.errors import ConfigError
+from adacal.snn.convert import SpikingNetwork
+from adacal.snn.simulate import anytime_logits, simulate
+
+METRICS = ("entropy", "maxprob")
+
+
+def check_metric(metric: str) -> str:
+    """``metric`` if it is a known confidence metric, else :class:`ConfigError`."""
+    if metric not in METRICS:
+        raise ConfigError(
+            "inference.confidence",
+            f"unknown confidence metric {metric!r}; use one of {', '.join(METRICS)}",
+        )
+    return metric
+
+
+def confidence(logits: Tensor, metric: str) -> Tensor:
+    """Confidence of each sample's (mean) output: logits [B, K] -> [B].
+
+    ``"entropy"``: c = 1 − H(p) / log K with p = softmax(logits), H(p) = −Σ_k p_k log p_k
+    (0 for uniform p, 1 for one-hot p). ``"maxprob"``: c = max_k p_k.
+    """
+    check_metric(metric)
+    log_p = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    if metric == "maxprob":
+        return log_p.max(-1).values.exp()
+    K = logits.shape[-1]
+    if K < 2:
+        return torch.ones_like(log_p[..., 0])
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return (1 - entropy / math.log(K)).clamp(0.0, 1.0)
+
+
+def exit_thresholds_from_entropy(mean_entropy: Tensor, a: float, b: float) -> Tensor:
+    """η_t = a + b · exp(min_s Ē_s − Ē_t): mean uncertainty Ē [T] -> exit thresholds η [T]."""
+    return a + b * torch.exp(mean_entropy.min() - mean_entropy)
+
+
+@torch.no_grad()
+def fit_exit_thresholds(
+    net: SpikingNetwork,
+    images: Tensor,
+    labels: Tensor,
+    T: int,
+    a: float,
+    b: float,
+    metric: str = "entropy",
+    batch_size: int = 256,
+    chunk: int | None = 8,
+) -> Tensor:
+    """Fit the exit thresholds η [T] on (training) images [N, C, H, W] with labels [N].
+
+    Simulates all T steps in batches; Ē_t [T] is the mean uncertainty 1 − c_t over the
+    samples whose prediction after t steps is correct (all samples at a t where none is),
+    and η_t = a + b · exp(min_s Ē_s − Ē_t) (:func:`exit_thresholds_from_entropy`).
+    """
+    check_metric(metric)
+    if T < 1 or len(images) == 0:
+        raise ValueError(f"need T >= 1 and at least one image, got T={T}, {len(images)} images")
+    device = _device(net)
+    sums = torch.zeros(3, T, dtype=torch.float64)  # Σ unc over correct, # correct, Σ unc
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        out = anytime_logits(simulate(net, x.to(device), T, chunk))  # [T, B, K]
+        unc = 1 - confidence(out.reshape(-1, out.shape[-1]), metric).reshape(T, -1)
+        right = (out.argmax(-1) == y.to(device).unsqueeze(0)).to(unc.dtype)
+        sums += torch.stack([(unc * right).sum(1), right.sum(1), unc.sum(1)]).double().cpu()
+    mean_all = sums[2] / len(images)
+    mean = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1), mean_all)
+    return exit_thresholds_from_entropy(mean, a, b).float()
+
+
+@dataclass
+class ExitResult:
+    """The outcome of :func:`simulate_early_exit` on a batch of B samples, L sites.
+
+    ``logits`` [B, K]: mean output at each sample's exit; ``exit_step`` [B] in 1..T;
+    ``site_spikes`` [L]: spikes per site, summed over samples and simulated steps;
+    ``site_sops`` [L] likewise for synaptic events (None without fan-out maps);
+    ``active`` [T]: samples simulated at each step (Σ active = Σ exit_step).
+    """
+
+    logits: Tensor
+    exit_step: Tensor
+    site_spikes: Tensor
+    site_sops: Tensor | None
+    active: Tensor
+
+
+@torch.no_grad()
+def simulate_early_exit(
+    net: SpikingNetwork, x: Tensor, T: int, eta: Tensor, metric: str = "entropy"
+) -> ExitResult:
+    """Simulate x [B, C, H, W] one step at a time; sample i exits after the first step t
+    with c_t(i) > η_t (η [T]), or at t = T, and is then removed from the simulation."""
+    check_metric(metric)
+    eta = torch.as_tensor(eta, dtype=torch.float32, device=x.device).reshape(-1)
+    if T < 1 or eta.numel() != T:
+        raise ValueError(f"need T >= 1 and one exit threshold per step, got T={T}, {eta.numel()}")
+    B = x.shape[0]
+    net.set_mode("spike")
+    net.reset(B)
+    net.set_steps(1)
+    alive = torch.arange(B, device=x.device)  # original index of each active sample
+    logits: Tensor | None = None
+    exit_step = torch.zeros(B, dtype=torch.long, device=x.device)
+    active = torch.zeros(T, dtype=torch.long, device=x.device)
+    total: Tensor | None = None  # Σ outputs so far of the active samples [B', K] (float64)
+    for t in range(1, T + 1):
+        active[t - 1] = alive.numel()
+        y = net(x)
+        total = y.double() if total is None else total + y.double()
+        mean = (total / t).to(y.dtype)
+        if logits is None:
+            logits = torch.empty(B, *y.shape[1:], dtype=y.dtype, device=x.device)
+        if t < T:
+            done = confidence(mean, metric) > eta[t - 1]
+        else:
+            done = torch.ones_like(alive, dtype=torch.bool)
+        logits[alive[done]] = mean[done]
+        exit_step[alive[done]] = t
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            stay = (~done).nonzero().squeeze(1)
+            net.keep(stay)
+            alive, x, total = alive[stay], x[stay], total[stay]
+    net.set_steps(1)
+    assert logits is not None
+    spikes = torch.stack([_total(s.spike_counts, x.device) for s in net.sites])
+    has_sops = bool(net.sites) and all(s.fanout is not None for s in net.sites)
+    sops = torch.stack([_total(s.sop_counts, x.device) for s in net.sites]) if has_sops else None
+    return ExitResult(logits, exit_step, spikes, sops, active)
+
+
+def _total(counts: list[Tensor], device: torch.device) -> Tensor:
+    """Sum of a site's per-step count tensors (their batch sizes shrink as samples exit)."""
+    return sum((c.double().sum() for c in counts), torch.zeros((), dtype=torch.float64)).to(device)
+
+
+def _device(net: SpikingNetwork) -> torch.device:
+    for tensor in (*net.parameters(), *net.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@dataclass
+class IATPolicy:
+    """``inference=iat``: exit thresholds η_t = a + b · exp(min_s Ē_s − Ē_t), fitted on
+    ``fit_batches`` batches of ``batch_size`` training images (see the module docstring)."""
+
+    name: str = "iat"
+    confidence: str = "entropy"
+    a: float = 0.6
+    b: float = 0.4
+    fit_batches: int = 4
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        check_metric(self.confidence)
+        if not 0 <= self.a < 1:
+            raise ConfigError(
+                "inference.a",
+                f"must be in [0, 1) (η_t > a, and a confidence above 1 is impossible, so a >= 1 "
+                f"would never exit early), got {self.a}",
+            )
+        if not 0 <= self.b < math.inf:
+            raise ConfigError("inference.b", f"must be finite and >= 0, got {self.b}")
+        for key in ("fit_batches", "batch_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"inference.{key}", f"must be an integer >= 1, got {value!r}")
+
+    def fit(self, net: SpikingNetwork, images: Tensor, labels: Tensor, T: int) -> Tensor:
+        """Exit thresholds η [T] from the first fit_batches · batch_size images [N, C, H, W]."""
+        n = self.fit_batches * self.batch_size
+        return fit_exit_thresholds(
+            net, images[:n], labels[:n], T, self.a, self.b, self.confidence, self.batch_size
+        )
+
+
+__all__ = [
+    "METRICS",
+    "ExitResult",
+    "IATPolicy",
+    "check_metric",
+    "confidence",
+    "exit_thresholds_from_entropy",
+    "fit_exit_thresholds",
+    "simulate_early_exit",
+]

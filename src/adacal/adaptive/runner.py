@@ -1,0 +1,244 @@
+"""Measure one-site-changed variants of a spiking network, reusing the unchanged prefix.
+
+Both searches of Adaptive Calibration (the firing-pattern search and Sensitivity
+Spike Compression) score many variants of the network that differ from a base
+configuration at one site l only (its φ or its threshold). Everything the SNN
+computes before site l is the same for all of them, so the graph is run once
+node by node; at each site the values still needed downstream (the *frontier*
+of the fx graph) are kept, and every variant of that site runs only the suffix
+from the site to the output. ``reuse=False`` re-simulates the whole network per
+variant (same numbers, for the benchmark and the tests).
+
+All T steps of a sub-batch run as one chunk ([T·b, ...] tensors), so the frontier
+holds each site's full input history and no neuron state has to be copied.
+
+For every variant: sensitivity S = mean over images of the symmetric KL between
+the softmax of the SNN's rate-coded output (mean over T of the last layer) and
+that of the ANN (per pixel and averaged for dense outputs), and spikes E = spikes
+of the changed site per image (a burst of k spikes counts k).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import Tensor, fx
+
+from adacal.snn.convert import SpikingNetwork
+from adacal.snn.site import Site
+
+Variant = dict[str, Any] | None  # site attributes to set (e.g. {"phi": 3, "theta": θ}); None: base
+
+# In-place ops would write into values the frontier shares between variants: run them out of place.
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+def symmetric_kl(snn_logits: Tensor, ann_logits: Tensor) -> Tensor:
+    """KL(p‖q) + KL(q‖p) per sample, p = softmax(snn), q = softmax(ann) over dim 1.
+
+    Args:
+        snn_logits, ann_logits: [B, K] or [B, K, H, W] (per-pixel class scores).
+    Returns:
+        [B]: Σ_k (p_k − q_k)(log p_k − log q_k), averaged over any spatial positions.
+    """
+    lp, lq = F.log_softmax(snn_logits.double(), 1), F.log_softmax(ann_logits.double(), 1)
+    kl = ((lp.exp() - lq.exp()) * (lp - lq)).sum(1)
+    return kl.reshape(kl.shape[0], -1).mean(1)
+
+
+@dataclass
+class Measurements:
+    """Scores of the variants: ``sensitivity[l][j]`` and ``spikes[l][j]`` per image, plus the
+    base configuration's ``base_sensitivity`` and per-site ``base_spikes`` [L]."""
+
+    sensitivity: list[list[float]]
+    spikes: list[list[float]]
+    base_sensitivity: float
+    base_spikes: list[float]
+    site_steps: int = 0
+    images: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GraphRunner:
+    """Executes the fx graph of a :class:`SpikingNetwork` node by node (spike mode, one chunk)."""
+
+    def __init__(self, net: SpikingNetwork) -> None:
+        self.net = net
+        self.gm = net.net
+        self.nodes: list[fx.Node] = list(self.gm.graph.nodes)
+        position = {n: i for i, n in enumerate(self.nodes)}
+        self.last_use = {
+            n: max((position[u] for u in n.users), default=i) for i, n in enumerate(self.nodes)
+        }
+        self.site_position = [position[n] for n in net.site_graph_nodes()]
+        self.modules = dict(self.gm.named_modules())
+        self.site_steps = 0  # site evaluations × timesteps simulated so far
+        self.steps = 1
+
+    def run(self, env: dict[fx.Node, Any], start: int, stop: int, x: Tensor) -> Any:
+        """Execute nodes[start:stop] on ``env`` (modified in place; dead values dropped).
+
+        Returns the graph's output when ``stop`` reaches the output node, else None.
+        """
+        for i in range(start, stop):
+            node = self.nodes[i]
+            if node.op == "output":
+                return fx.node.map_arg(node.args[0], lambda n: env[n])
+            env[node] = self._execute(node, env, x)
+            for arg in node.all_input_nodes:
+                if self.last_use[arg] <= i:
+                    env.pop(arg, None)
+        return None
+
+    def _execute(self, node: fx.Node, env: dict[fx.Node, Any], x: Tensor) -> Any:
+        args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "placeholder":
+            return x
+        if node.op == "get_attr":
+            obj: Any = self.gm
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+            return obj
+        if node.op == "call_module":
+            module = self.modules[str(node.target)]
+            if isinstance(module, Site):
+                self.site_steps += self.steps
+            return module(*args, **kwargs)
+        if node.op == "call_function":
+            return _OUT_OF_PLACE.get(node.target, node.target)(*args, **kwargs)
+        if node.op == "call_method":
+            name = str(node.target)
+            if name.endswith("_") and not name.startswith("_") and hasattr(args[0], name[:-1]):
+                name = name[:-1]
+            return getattr(args[0], name)(*args[1:], **kwargs)
+        raise RuntimeError(f"unsupported fx node {node.op}")
+
+
+@contextmanager
+def _applied(site: Site, variant: Variant) -> Iterator[None]:
+    """Set a variant's attributes on ``site`` for the duration of the block."""
+    saved = {k: getattr(site, k) for k in (variant or {})}
+    for k, v in (variant or {}).items():
+        setattr(site, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(site, k, v)
+
+
+@torch.no_grad()
+def measure_variants(
+    net: SpikingNetwork,
+    images: Tensor,
+    T: int,
+    variants: Sequence[Sequence[Variant]],
+    sub_batch: int = 32,
+    reuse: bool = True,
+    progress: bool = False,
+    description: str = "search",
+) -> Measurements:
+    """Score every variant ``variants[l][j]`` of site l (all other sites at the base).
+
+    Args:
+        net: the converted network in its base configuration.
+        images: [N, C, H, W] calibration images (scores are means over them).
+        T: timesteps simulated.
+        variants: per site, the attribute sets to try; ``None`` is the base itself
+            (scored from the base run, not re-simulated).
+        sub_batch: images per simulated sub-batch (memory ∝ T·sub_batch).
+        reuse: run only the suffix from site l for its variants (the prefix once).
+    """
+    runner = GraphRunner(net)
+    runner.steps = T
+    L = len(net.sites)
+    S = [[0.0] * len(v) for v in variants]
+    E = [[0.0] * len(v) for v in variants]
+    base_s, base_e = 0.0, [0.0] * L
+    n_total = images.shape[0]
+    work = sum(1 for v in variants for x in v if x is not None) * -(-n_total // sub_batch)
+    net.set_mode("relu")
+    net.set_steps(1)
+    ann = torch.cat([net(b) for b in images.split(sub_batch)])
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=work)
+        for start in range(0, n_total, sub_batch):
+            x, q = images[start : start + sub_batch], ann[start : start + sub_batch]
+            b = x.shape[0]
+
+            def simulate_from(env: dict, pos: int, x: Tensor = x, b: int = b) -> Tensor:
+                net.reset(b)
+                out = runner.run(env, pos, len(runner.nodes), x)
+                return out.reshape(T, b, *out.shape[1:]).mean(0)
+
+            net.set_mode("spike")
+            net.set_steps(T)
+            try:
+                out = simulate_from({}, 0)
+                base_s += float(symmetric_kl(out, q).sum())
+                for k, site in enumerate(net.sites):
+                    base_e[k] += float(torch.cat(site.spike_counts).sum())
+                env: dict = {}
+                pos = 0
+                for k, site in enumerate(net.sites):
+                    here = runner.site_position[k]
+                    if reuse:
+                        net.reset(b)  # the variants of the previous site left their state behind
+                        runner.run(env, pos, here, x)
+                        pos = here
+                    for j, variant in enumerate(variants[k]):
+                        if variant is None:
+                            continue
+                        with _applied(site, variant):
+                            out = simulate_from(dict(env), here) if reuse else simulate_from({}, 0)
+                            S[k][j] += float(symmetric_kl(out, q).sum())
+                            E[k][j] += float(torch.cat(site.spike_counts).sum())
+                        bar.advance(task)
+            finally:
+                net.reset(b)
+                net.set_steps(1)
+                net.set_mode("relu")
+    for k, row in enumerate(variants):
+        for j, variant in enumerate(row):
+            if variant is None:
+                S[k][j], E[k][j] = base_s, base_e[k]
+    n = float(n_total)
+    return Measurements(
+        sensitivity=[[s / n for s in row] for row in S],
+        spikes=[[e / n for e in row] for row in E],
+        base_sensitivity=base_s / n,
+        base_spikes=[e / n for e in base_e],
+        site_steps=runner.site_steps,
+        images=n_total,
+    )
+
+
+def apply_variants(net: SpikingNetwork, chosen: Sequence[Variant]) -> None:
+    """Set the chosen variant of every site (``None`` keeps the base)."""
+    for site, variant in zip(net.sites, chosen, strict=True):
+        for k, v in (variant or {}).items():
+            setattr(site, k, v)
+
+
+__all__: list[str] = [
+    "GraphRunner",
+    "Measurements",
+    "Variant",
+    "apply_variants",
+    "measure_variants",
+    "symmetric_kl",
+]

@@ -1,0 +1,160 @@
+"""AdaFire firing-pattern search and Sensitivity Spike Compression on digits; prefix reuse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adacal.adaptive.compression import SpikeCompression
+from adacal.adaptive.runner import measure_variants, symmetric_kl
+from adacal.calibration import BiasCorrection
+from adacal.calibration.data import CalibrationData
+from adacal.calibration.recipe import ThresholdSpec, calibrate, observed_max_thresholds
+from adacal.errors import ConfigError
+from adacal.snn.convert import convert
+from adacal.snn.neurons import AdaFireNeuron, BurstNeuron, IFNeuron
+from adacal.snn.simulate import simulate, spike_totals
+
+T_LOW = 2
+
+
+def _accuracy_and_spikes(net, x, y, T):
+    out = simulate(net, x, T).mean(0)
+    return (out.argmax(1) == y).float().mean().item(), spike_totals(net).sum().item() / len(y)
+
+
+@pytest.fixture(scope="module")
+def calibrated(digits, digits_ann):
+    """IF, AdaFire and AdaFire + SSC, each with thresholds + bias correction at T = 2."""
+    calib = digits["x_train"][:128]
+    out = {}
+    settings = {
+        "if": (IFNeuron(), None),
+        "adafire": (AdaFireNeuron(phi_init=8, phi_target=4, batch_size=64), None),
+        "ssc": (
+            AdaFireNeuron(phi_init=8, phi_target=4, batch_size=64),
+            SpikeCompression(rho=1.5, batch_size=64),
+        ),
+    }
+    for name, (neuron, compression) in settings.items():
+        torch.manual_seed(0)
+        net = convert(digits_ann, neuron, calib[:1])
+        data = CalibrationData.from_network(net, calib, T_LOW, progress=False)
+        record = calibrate(
+            net, data, ThresholdSpec(), [BiasCorrection()], neuron=neuron, compression=compression
+        )
+        out[name] = (net, record, data)
+    return out
+
+
+def test_adafire_is_at_least_as_accurate_as_if_at_low_T(calibrated, digits):
+    x, y = digits["x_test"], digits["y_test"]
+    acc_if, _ = _accuracy_and_spikes(calibrated["if"][0], x, y, T_LOW)
+    acc_ada, _ = _accuracy_and_spikes(calibrated["adafire"][0], x, y, T_LOW)
+    # measured: IF 93.6 %, AdaFire 96.7 % (ANN 97.5 %) at T = 2
+    assert acc_ada >= acc_if + 0.01
+
+
+def test_search_record_and_budget(calibrated):
+    net, record, _ = calibrated["adafire"]
+    rec = record["adafire"]
+    assert rec["candidates"] == list(range(1, 9))
+    assert [s.phi for s in net.sites] == rec["phi"]
+    target = rec["candidates"].index(4)
+    budget = sum(row[target] for row in rec["spikes"])
+    assert rec["budget"] == pytest.approx(budget)
+    chosen = [rec["candidates"].index(p) for p in rec["phi"]]
+    spikes = sum(row[j] for row, j in zip(rec["spikes"], chosen, strict=True))
+    sens = sum(row[j] for row, j in zip(rec["sensitivity"], chosen, strict=True))
+    assert spikes <= budget * (1 + 1e-9)
+    assert rec["chosen_sensitivity"] == pytest.approx(sens)
+    # no single-site change of the all-φ_target choice is both cheaper and less sensitive
+    uniform = sum(row[target] for row in rec["sensitivity"])
+    assert sens <= uniform + 1e-12
+
+
+def test_ssc_lowers_spikes_and_keeps_kl_within_budget(calibrated, digits):
+    x = digits["x_test"]
+    net_ada, _, _ = calibrated["adafire"]
+    net_ssc, record, data = calibrated["ssc"]
+    rec = record["ssc"]
+    assert [s.phi for s in net_ssc.sites] == record["adafire"]["phi"]
+    assert any(r > 1.0 for r in rec["ratio"])
+    assert rec["chosen_sensitivity"] <= rec["budget"] * (1 + 1e-9)
+    assert rec["budget"] == pytest.approx(1.5 * len(net_ssc.sites) * rec["base_sensitivity"])
+    _, spikes_ada = _accuracy_and_spikes(net_ada, x, digits["y_test"], T_LOW)
+    _, spikes_ssc = _accuracy_and_spikes(net_ssc, x, digits["y_test"], T_LOW)
+    assert spikes_ssc < 0.9 * spikes_ada
+    # the compressed network's own KL to the ANN on the search images stays within the budget
+    images = data.images[:64]
+    net_ssc.set_mode("relu")
+    ann = net_ssc(images)
+    snn = simulate(net_ssc, images, T_LOW).mean(0)
+    assert symmetric_kl(snn, ann).mean().item() <= rec["budget"]
+
+
+def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits_ann):
+    x = digits["x_train"][:24]
+    net = convert(digits_ann, BurstNeuron(phi=4), x[:1])
+    observed_max_thresholds(net, x)
+    net.set_T(3)
+    L = len(net.sites)
+    variants = [
+        [None, {"phi": 2}, {"theta": site.theta * 1.5}, {"phi": 1, "theta": site.theta * 0.5}]
+        for site in net.sites
+    ]
+    T, sub = 3, 8
+    fast = measure_variants(net, x, T, variants, sub_batch=sub, reuse=True)
+    slow = measure_variants(net, x, T, variants, sub_batch=sub, reuse=False)
+    assert fast.sensitivity == slow.sensitivity and fast.spikes == slow.spikes
+    assert fast.base_spikes == slow.base_spikes
+    batches, changed = 3, 3  # 24 images in sub-batches of 8; 3 non-base variants per site
+    # without reuse: the base run plus every variant re-simulate all L sites for T steps
+    assert slow.site_steps == batches * T * (L + L * changed * L)
+    # with reuse: the base run, the base pass up to the last site, and suffixes from site l
+    suffixes = sum(changed * (L - k) for k in range(L))
+    assert fast.site_steps == batches * T * (L + (L - 1) + suffixes)
+    assert fast.site_steps < 0.75 * slow.site_steps
+    # the base variant was scored from the base run; a changed site changes the scores
+    assert all(row[0] == fast.base_sensitivity for row in fast.sensitivity)
+    assert fast.sensitivity[0][3] != fast.sensitivity[0][0]
+
+
+def test_sensitivity_is_the_symmetric_kl():
+    p = torch.tensor([[2.0, 0.0, -1.0]], dtype=torch.float64)
+    q = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+    a, b = torch.softmax(p, 1), torch.softmax(q, 1)
+    expected = (a * (a / b).log()).sum() + (b * (b / a).log()).sum()
+    assert symmetric_kl(p, q).item() == pytest.approx(expected.item(), rel=1e-9)
+    assert symmetric_kl(q, p).item() == pytest.approx(expected.item(), rel=1e-9)
+    assert symmetric_kl(p, p).item() == 0.0
+    # dense outputs: per-pixel KL, averaged
+    pix = torch.stack([p[0], q[0]], -1).reshape(1, 3, 1, 2)
+    same = torch.stack([q[0], q[0]], -1).reshape(1, 3, 1, 2)
+    assert symmetric_kl(pix, same).item() == pytest.approx(expected.item() / 2, rel=1e-9)
+
+
+def test_unreachable_budgets_are_clear_errors(digits, digits_ann):
+    calib = digits["x_train"][:32]
+    neuron = AdaFireNeuron(phi_init=4, phi_target=2, rho=0.01, batch_size=16)
+    net = convert(digits_ann, neuron, calib[:1])
+    data = CalibrationData.from_network(net, calib, 2, progress=False)
+    with pytest.raises(ConfigError) as info:
+        calibrate(net, data, ThresholdSpec(method="max"), [], neuron=neuron)
+    assert info.value.key == "neuron.rho"
+    assert "smallest achievable" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"ratios": []}, "compression.ratios"),
+        ({"ratios": [1.0, -2.0]}, "compression.ratios"),
+        ({"rho": 0}, "compression.rho"),
+        ({"batch_size": 0}, "compression.batch_size"),
+    ],
+)
+def test_bad_compression_settings_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        SpikeCompression(**kwargs)
+    assert info.value.key == key
