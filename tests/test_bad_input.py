@@ -96,10 +96,19 @@ def test_bad_value_exits_with_status_2(repo_root, tiny_overrides, tmp_path):
         ("calibration.threshold.granularity=neuron", "calibration.threshold.granularity"),
         ("stages=[train]", "stages"),
         ("ann.train=false", "ann.checkpoint"),
+        ("neuron=adafire neuron.phi_min=9", "neuron.phi_min"),
+        ("neuron=adafire neuron.phi_target=0", "neuron.phi_target"),
+        ("neuron=adafire neuron.rho=0", "neuron.rho"),
+        ("neuron=burst neuron.phi=0", "neuron.phi"),
+        ("compression=ssc compression.ratios=[]", "compression.ratios"),
+        ("compression=ssc compression.rho=-1", "compression.rho"),
+        ("inference=iat inference.confidence=margin", "inference.confidence"),
+        ("inference=iat inference.fit_batches=0", "inference.fit_batches"),
     ],
 )
 def test_invalid_value_names_key(compose_config, tiny_overrides, tmp_path, override, key):
-    run_fails(compose_config, [*tiny_overrides, override], tmp_path, key)
+    run_fails(compose_config, [*tiny_overrides, *override.split()], tmp_path, key)
+    assert not (tmp_path / "ann.pt").exists()  # refused before any training
     # the failure record is written so a sweep shows which job failed and why
     record = read_metrics(tmp_path)
     assert record["status"] == "failed" and key in record["error"]

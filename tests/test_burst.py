@@ -44,11 +44,16 @@ def test_phi_one_is_the_if_neuron_bitwise(compiled):
     burst = _site(BurstNeuron(phi=1), theta, 17)
     assert torch.equal(_run(burst, z, chunk=5), if_out)
     # the step functions too, including values that sit exactly on the threshold
-    v = torch.tensor([0.0, 0.7, 0.7 - 1e-7, 1.4, -0.2])
-    x = torch.zeros(5)
-    th = torch.tensor(0.7)
-    for a, b in zip(if_step(v, x, th), burst_step(v, x, th, 1), strict=True):
-        assert torch.equal(a, b)
+    # the step functions too, on values packed around the threshold (the float boundary
+    # fl(v/θ) ≥ 1 ⟺ v ≥ θ), including the float just below θ and θ itself
+    for _ in range(50):
+        th = torch.rand(()) * 10 + 1e-3
+        v = th * (1 + (torch.rand(20000) - 0.5) * 1e-5)
+        below = torch.nextafter(th, torch.tensor(0.0))
+        v = torch.cat([v, below.expand(3), th.expand(3), torch.tensor([0.0, -0.2])])
+        x = torch.zeros_like(v)
+        for a, b in zip(if_step(v, x, th), burst_step(v, x, th, 1), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_burst_site_equals_a_direct_loop_over_the_equation():
@@ -105,6 +110,7 @@ def test_thresholds_are_fitted_for_the_ceiling_phi_theta():
     t8 = fit_threshold(z, "mse", 4, levels=32, phi=8).item()
     grid = [z.max().item() * (1 - 0.01 * i) for i in range(95)]
     assert min(abs(8 * t8 - g) for g in grid) < 1e-5
+
     # more levels cannot fit worse than φ = 1 at the same T
     def err(theta, phi):
         th = torch.tensor([theta])

@@ -26,6 +26,10 @@ METRICS = {
     "snn/test/spikes_T4": 123456.7,
     "snn/test/spikes_T8": 250000.0,
     "snn/test/rate_T4": 0.0813,
+    "snn/test/sops_T4": 2500000.4,
+    "snn/test/energy_uj_T4": 3.456,
+    "snn/test/saving_vs_baseline_T4": -0.253,
+    "snn/test/mean_timesteps_T4": 2.5,
     "snn/test/anytime_T8/acc_t1": 0.1,
     "snn/test/anytime_T8/acc_t8": 0.9366,
     "snn/test/anytime_T4/acc_t1": 0.2,
@@ -82,12 +86,13 @@ def test_git_revision_outside_git(tmp_path):
 
 def test_results_markdown_exact():
     assert results_markdown(METRICS) == (
-        "| T | ANN top-1 (%) | SNN top-1 (%) | Δ vs ANN (pp) | spikes/image | firing rate |\n"
-        "|---:|---:|---:|---:|---:|---:|\n"
-        "| 4 | 94.12 | 90.13 | -3.99 | 123,457 | 0.0813 |\n"
-        "| 8 | 94.12 | 93.66 | -0.46 | 250,000 | - |\n"
+        "| T | ANN top-1 (%) | SNN top-1 (%) | Δ vs ANN (pp) | spikes/image | firing rate "
+        "| SOPs/image | energy (µJ) | saving vs baseline | mean steps |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| 4 | 94.12 | 90.13 | -3.99 | 123,457 | 0.0813 | 2,500,000 | 3.46 | -25.3% | 2.50 |\n"
+        "| 8 | 94.12 | 93.66 | -0.46 | 250,000 | - | - | - | - | - |\n"
     )
-    assert results_rows(METRICS, timesteps=[2]) == [["2", "94.12", "-", "-", "-", "-"]]
+    assert results_rows(METRICS, timesteps=[2]) == [["2", "94.12"] + ["-"] * 8]
 
 
 def test_results_table_renders():
@@ -105,3 +110,55 @@ def test_anytime_markdown_exact():
         "| 8 | - | 93.66 |",
     ]
     assert anytime_markdown(METRICS) == "\n".join(lines) + "\n"
+
+
+def test_method_table_rows_and_savings():
+    from adacal.reporting.methods import method_label, method_rows, methods_markdown
+
+    base = {
+        "ann/test/acc": 0.9,
+        "snn/test/acc_T4": 0.6,
+        "snn/test/sops_T4": 2.5e6,
+        "snn/test/energy_uj_T4": 10.0,
+        "snn/test/saving_vs_ann_T4": 0.5,
+        "snn/test/mean_timesteps_T4": 4.0,
+    }
+    ada = {**base, "snn/test/acc_T4": 0.85, "snn/test/energy_uj_T4": 7.5}
+    own = {**base, "snn/test/energy_uj_T4": 4.0, "snn/baseline/energy_uj_T4": 5.0}
+    rows = method_rows([("if", base), ("adafire", ada), ("x", own)], [4], baseline="if")
+    assert rows[0] == ["4", "if", "60.00", "-30.00", "2.50", "10.00", "+0.0%", "+50.0%", "4.00"]
+    assert rows[1][2:4] == ["85.00", "-5.00"] and rows[1][6] == "+25.0%"
+    rows = method_rows([("x", own)], [4, 8])  # no baseline run: the run's own baseline keys
+    assert rows[0][6] == "+20.0%" and rows[1][2:] == ["-"] * 7
+    assert methods_markdown([("if", base)], [4]).count("\n") == 3
+    cfg = {
+        "neuron": {"name": "burst", "phi": 4},
+        "compression": {"name": "ssc"},
+        "inference": {"name": "iat"},
+    }
+    assert method_label(cfg) == "burst φ=4 + ssc + iat"
+    assert (
+        method_label({"neuron": {"name": "adafire"}, "compression": {"name": "none"}}) == "adafire"
+    )
+
+
+def test_iat_run_gives_a_row_without_and_with_exits(tmp_path):
+    from adacal.reporting.methods import load_runs
+
+    metrics = {
+        "ann/test/acc": 0.9,
+        "snn/test/acc_T4": 0.8,
+        "snn/full/acc_T4": 0.81,
+        "snn/test/mean_timesteps_T4": 2.0,
+        "snn/full/mean_timesteps_T4": 4.0,
+    }
+    config = {
+        "neuron": {"name": "adafire"},
+        "compression": {"name": "ssc"},
+        "inference": {"name": "iat"},
+    }
+    write_metrics(tmp_path / "a", metrics, config)
+    runs = load_runs([tmp_path / "a"])
+    assert [label for label, _ in runs] == ["adafire + ssc", "adafire + ssc + iat"]
+    assert runs[0][1]["snn/test/acc_T4"] == 0.81 and runs[0][1]["ann/test/acc"] == 0.9
+    assert runs[1][1]["snn/test/mean_timesteps_T4"] == 2.0

@@ -158,3 +158,32 @@ def test_bad_compression_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError) as info:
         SpikeCompression(**kwargs)
     assert info.value.key == key
+
+
+def test_recipe_runs_in_the_fixed_order(digits, digits_ann):
+    """thresholds → neuron.adapt (φ) → calibration steps → compression → steps again."""
+    calls: list[str] = []
+    calib = digits["x_train"][:16]
+
+    class Neuron(IFNeuron):
+        def adapt(self, net, data, refit):
+            assert all(s.theta.item() != 1.0 for s in net.sites)  # thresholds already fitted
+            calls.append("adapt")
+            assert refit(0, 2).shape == net.sites[0].theta.shape
+            return {"phi": [1] * len(net.sites)}
+
+    def step(net, data):
+        calls.append("step")
+
+    def compression(net, data):
+        calls.append("compression")
+        return {"ratio": [1.0] * len(net.sites)}
+
+    neuron = Neuron()
+    net = convert(digits_ann, neuron, calib[:1])
+    data = CalibrationData.from_network(net, calib, 2, progress=False)
+    record = calibrate(
+        net, data, ThresholdSpec(method="max"), [step], neuron=neuron, compression=compression
+    )
+    assert calls == ["adapt", "step", "compression", "step"]
+    assert set(record) == {"adafire", "compression"}

@@ -207,6 +207,12 @@ def snn_stage(
         metrics.update(_snn_metrics(net, res, T, calib_s, eval_s))
         metrics.update(_search_metrics(record, T))
         metrics.update(_energy_metrics(net, images[:1], res, T, "snn/test"))
+        if policy is not None and policy.compare_full:  # the same network without exits
+            start = time.perf_counter()
+            full = evaluate(cfg, net, datamodule, T)
+            metrics[f"snn/time/evaluation_full_s_T{T}"] = time.perf_counter() - start
+            metrics[f"snn/full/acc_T{T}"] = full[f"acc_t{T}"]
+            metrics.update(_energy_metrics(net, images[:1], full, T, "snn/full"))
         if cfg.snn.compare_baseline:
             if is_baseline:
                 base = {

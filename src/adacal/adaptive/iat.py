@@ -181,6 +181,7 @@ class IATPolicy:
     b: float = 0.4
     fit_batches: int = 4
     batch_size: int = 256
+    compare_full: bool = True
 
     def __post_init__(self) -> None:
         check_metric(self.confidence)

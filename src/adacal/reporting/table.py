@@ -6,6 +6,10 @@ Keys read (accuracies are fractions in [0, 1], shown as percentages with 2 decim
 - ``snn/test/acc_T{T}``: SNN top-1 at the timestep T that thresholds were fitted for;
 - ``snn/test/spikes_T{T}``: spikes per image (a burst of k spikes counts k);
 - ``snn/test/rate_T{T}``: mean firing rate (spikes per neuron per timestep);
+- ``snn/test/sops_T{T}``: synaptic operations per image (ACs + dense MACs × steps);
+- ``snn/test/energy_uj_T{T}``: energy per image (µJ); ``snn/test/saving_vs_baseline_T{T}``:
+  1 − E/E_baseline against the SNN Calibration baseline at the same T;
+- ``snn/test/mean_timesteps_T{T}``: mean steps simulated per image (< T with IAT exits);
 - ``snn/test/anytime_T{T}/acc_t{t}``: accuracy after the first t steps of a T-step run.
 
 Missing values are shown as ``-``. Building the rows is a pure function
@@ -28,6 +32,10 @@ RESULT_HEADERS = (
     "Δ vs ANN (pp)",
     "spikes/image",
     "firing rate",
+    "SOPs/image",
+    "energy (µJ)",
+    "saving vs baseline",
+    "mean steps",
 )
 _ACC_KEY = re.compile(r"^snn/test/acc_T(\d+)$")
 _ANYTIME_KEY = re.compile(r"^snn/test/anytime_T(\d+)/acc_t(\d+)$")
@@ -67,6 +75,18 @@ def fmt_rate(value: object) -> str:
     return MISSING if number is None else f"{number:.4f}"
 
 
+def fmt_number(value: object) -> str:
+    """A quantity with 2 decimals (``12.345`` → ``"12.35"``)."""
+    number = _finite(value)
+    return MISSING if number is None else f"{number:.2f}"
+
+
+def fmt_share(value: object) -> str:
+    """A fraction as a signed percentage with 1 decimal (``0.253`` → ``"+25.3%"``)."""
+    number = _finite(value)
+    return MISSING if number is None else f"{100.0 * number:+.1f}%"
+
+
 def fitted_timesteps(metrics: Mapping[str, object]) -> list[int]:
     """Sorted T values that have a ``snn/test/acc_T{T}`` key."""
     return sorted({int(m.group(1)) for k in metrics if (m := _ACC_KEY.match(k))})
@@ -92,6 +112,10 @@ def results_rows(
                 fmt_delta(snn, ann),
                 fmt_count(metrics.get(f"snn/test/spikes_T{t}")),
                 fmt_rate(metrics.get(f"snn/test/rate_T{t}")),
+                fmt_count(metrics.get(f"snn/test/sops_T{t}")),
+                fmt_number(metrics.get(f"snn/test/energy_uj_T{t}")),
+                fmt_share(metrics.get(f"snn/test/saving_vs_baseline_T{t}")),
+                fmt_number(metrics.get(f"snn/test/mean_timesteps_T{t}")),
             ]
         )
     return rows

@@ -56,8 +56,8 @@ def burst_step(v: Tensor, x: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, T
 
     v' = v + x;  n = clip(floor(v'/θ), 0, φ);  s = n·θ;  v'' = v' − s.
 
-    ``n`` is the largest k in [0, φ] with k·θ ≤ v' in floating point (the division's
-    rounding is corrected both ways), so φ = 1 is bitwise :func:`if_step`.
+    With IEEE division, fl(v'/θ) ≥ 1 exactly when v' ≥ θ (for v' < θ the quotient is
+    below 1 − 2⁻²⁴ and cannot round up to 1), so φ = 1 is bitwise :func:`if_step`.
 
     Args:
         v, x: potential and input, any shape [B, ...]; theta broadcastable (> 0).
@@ -66,23 +66,15 @@ def burst_step(v: Tensor, x: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, T
         (output ``n·θ`` of shape ``v.shape``, new potential).
     """
     v = v + x
-    n = _burst_count(v, theta, phi)
-    out = n * theta
+    out = torch.floor(v / theta).clamp_(0, phi) * theta
     return out, v - out
-
-
-def _burst_count(v: Tensor, theta: Tensor, phi: int) -> Tensor:
-    """n = max{k ∈ [0, φ] : k·θ ≤ v}, computed as clip(floor(v/θ)) with rounding fixed."""
-    n = torch.floor(v / theta).clamp_(0, phi)
-    n.sub_(((n > 0) & (n * theta > v)).to(n.dtype))
-    n.add_(((n < phi) & ((n + 1) * theta <= v)).to(n.dtype))
-    return n
 
 
 def burst_step_(v: Tensor, x: Tensor, theta: Tensor, out: Tensor, phi: int) -> None:
     """In-place :func:`burst_step` (v updated, n·θ written to ``out``); bitwise equal to it."""
     v.add_(x)
-    torch.mul(_burst_count(v, theta, phi), theta, out=out)
+    torch.div(v, theta, out=out)
+    out.floor_().clamp_(0, phi).mul_(theta)
     v.sub_(out)
 
 

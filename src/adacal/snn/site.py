@@ -63,13 +63,12 @@ class Site(nn.Module):
         self.register_buffer("theta", torch.ones(1))
         self.register_buffer("bias", torch.zeros(1))
         self.register_buffer("v_delta", torch.zeros(1))
-        # synapses driven by one spike of each neuron [C, ...] (adacal.metrics.energy); None: no SOPs
+        # synapses one spike of each neuron drives [C, ...] (adacal.metrics.energy); None: no SOPs
         self.register_buffer("fanout", None, persistent=False)
 
     def extra_repr(self) -> str:
-        return (
-            f"index={self.index}, label={self.label!r}, mode={self.mode}, T={self.T}, phi={self.phi}"
-        )
+        where = f"index={self.index}, label={self.label!r}"
+        return f"{where}, mode={self.mode}, T={self.T}, phi={self.phi}"
 
     # --- state ---------------------------------------------------------------
     def reset(self, batch_size: int) -> None:

@@ -1,0 +1,128 @@
+"""The Adaptive Calibration comparison table: methods side by side at each T.
+
+Each run is one method (neuron × compression × inference); its ``metrics.json`` gives,
+per fitted T, ``snn/test/acc_T{T}``, ``snn/test/sops_T{T}`` (synaptic operations per
+image: ACs + dense MACs × steps), ``snn/test/energy_uj_T{T}`` and
+``snn/test/mean_timesteps_T{T}``. The saving against the SNN Calibration baseline is
+1 − E_method/E_baseline at the same T, where the baseline is the run labelled
+``baseline`` (IF neuron, same calibration, fixed T) or, when absent, the run's own
+``snn/baseline/energy_uj_T{T}``. Pure functions; rendering reuses :mod:`table`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from adacal.reporting.metrics_file import read_metrics
+from adacal.reporting.table import MISSING, _finite, _markdown, fmt_delta, fmt_percent
+
+METHOD_HEADERS = (
+    "T",
+    "method",
+    "top-1 (%)",
+    "Δ vs ANN (pp)",
+    "SOPs/image (M)",
+    "energy/image (µJ)",
+    "saving vs baseline",
+    "saving vs ANN",
+    "mean timesteps",
+)
+
+
+def method_label(config: Mapping[str, Any]) -> str:
+    """``if``, ``burst φ=4``, ``adafire + ssc + iat`` … from a resolved run config."""
+    neuron = config.get("neuron", {})
+    label = str(neuron.get("name", "if"))
+    if label == "burst":
+        label += f" φ={neuron.get('phi')}"
+    for group, off in (("compression", "none"), ("inference", "fixed")):
+        name = str(config.get(group, {}).get("name", off))
+        if name != off:
+            label += f" + {name}"
+    return label
+
+
+def _fmt(value: object, spec: str) -> str:
+    number = _finite(value)
+    return MISSING if number is None else format(number, spec)
+
+
+def method_rows(
+    runs: Sequence[tuple[str, Mapping[str, object]]],
+    timesteps: Sequence[int],
+    baseline: str | None = None,
+) -> list[list[str]]:
+    """One row per (T, run) with the columns of :data:`METHOD_HEADERS`.
+
+    Args:
+        runs: (label, flat metrics) per method, in display order.
+        timesteps: the T values to show.
+        baseline: label of the baseline run (savings are relative to it at the same T).
+    """
+    by_label = dict(runs)
+    rows = []
+    for T in timesteps:
+        base = by_label.get(baseline, {}) if baseline else {}
+        for label, m in runs:
+            energy = _finite(m.get(f"snn/test/energy_uj_T{T}"))
+            ref = _finite(base.get(f"snn/test/energy_uj_T{T}")) or _finite(
+                m.get(f"snn/baseline/energy_uj_T{T}")
+            )
+            saving = None if energy is None or not ref else 1.0 - energy / ref
+            sops = _finite(m.get(f"snn/test/sops_T{T}"))
+            rows.append(
+                [
+                    str(T),
+                    label,
+                    fmt_percent(m.get(f"snn/test/acc_T{T}")),
+                    fmt_delta(m.get(f"snn/test/acc_T{T}"), m.get("ann/test/acc")),
+                    MISSING if sops is None else f"{sops / 1e6:.2f}",
+                    _fmt(energy, ".2f"),
+                    MISSING if saving is None else f"{100 * saving:+.1f}%",
+                    _fmt_share(m.get(f"snn/test/saving_vs_ann_T{T}")),
+                    _fmt(m.get(f"snn/test/mean_timesteps_T{T}"), ".2f"),
+                ]
+            )
+    return rows
+
+
+def _fmt_share(value: object) -> str:
+    number = _finite(value)
+    return MISSING if number is None else f"{100 * number:+.1f}%"
+
+
+def methods_markdown(
+    runs: Sequence[tuple[str, Mapping[str, object]]],
+    timesteps: Sequence[int],
+    baseline: str | None = None,
+) -> str:
+    """Markdown of :func:`method_rows`."""
+    return _markdown(METHOD_HEADERS, method_rows(runs, timesteps, baseline))
+
+
+def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:
+    """(label, metrics) of each run folder's ``metrics.json`` (labels from the configs).
+
+    A run whose status is not ``ok`` keeps its label with `` (<status>)`` appended. An IAT
+    run that also evaluated its network with every sample running T steps
+    (``snn/full/*``) gives two rows: without exits (label without `` + iat``) and with.
+    """
+    runs = []
+    for folder in folders:
+        record = read_metrics(Path(folder) / "metrics.json")
+        label = method_label(record.get("config", {}))
+        if record.get("status") != "ok":
+            label += f" ({record.get('status')})"
+        metrics = dict(record.get("metrics", {}))
+        full = {
+            k.replace("snn/full/", "snn/test/"): v
+            for k, v in metrics.items()
+            if k.startswith("snn/full/")
+        }
+        if full:  # an IAT run also evaluated the same network without exits
+            shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
+            runs.append((label.replace(" + iat", ""), {**shared, **full}))
+        runs.append((label, metrics))
+    return runs
