@@ -39,7 +39,7 @@ class SpikeCompression:
     ``sub_batch``; ``reuse_prefix`` runs only the suffix after the changed site."""
 
     ratios: Sequence[float] = field(default_factory=_default_ratios)
-    rho: float = 1.05
+    rho: float = 1.0
     batch_size: int = 128
     sub_batch: int = 32
     reuse_prefix: bool = True
