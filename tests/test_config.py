@@ -203,8 +203,9 @@ def test_paths_follow_hydra_runtime(compose_config, tmp_path, monkeypatch, optio
 def test_experiment_composes_and_builds(compose_config, tmp_path, option):
     cfg = compose_config([f"experiment={option}"], output_dir=tmp_path)
     assert cfg.experiment_name == option
-    # every experiment is named <dataset>_<architecture>, and selects exactly those
-    assert option == f"{cfg.dataset.name}_{cfg.architecture.name}"
+    # every experiment is named [ablation_<axis>_]<dataset>_<architecture> and selects those
+    assert option.endswith(f"{cfg.dataset.name}_{cfg.architecture.name}")
+    assert option == f"{cfg.dataset.name}_{cfg.architecture.name}" or option.startswith("ablation_")
     assert cfg.dataset.name in cfg.tags and cfg.architecture.name in cfg.tags
     dm = instantiate(cfg.dataset)  # built, not set up (needs the data files)
     assert dm.num_classes == cfg.dataset.num_classes
@@ -235,3 +236,23 @@ def test_launcher_presets_compose(compose_config, tmp_path, monkeypatch, launche
         assert cfg.hydra.launcher.partition == "gpu-test"
         assert cfg.hydra.launcher.account is None
         assert cfg.hydra.launcher.max_num_timeout == 3
+
+
+@pytest.mark.parametrize("option", [o for o in options("experiment") if o.startswith("ablation_")])
+def test_ablation_sweeps_compose_every_combination(compose_config, tmp_path, option):
+    """Each ablation names its sweep (hydra.sweeper.params); every combination composes."""
+    import itertools
+
+    cfg = compose_config([f"experiment={option}"], output_dir=tmp_path, hydra=True)
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert params and set(params) <= {"neuron", "compression", "inference"}
+    for values in itertools.product(*params.values()):
+        overrides = [
+            f"experiment={option}",
+            *(f"{k}={v}" for k, v in zip(params, values, strict=True)),
+        ]
+        job = compose_config(overrides, output_dir=tmp_path)
+        for group, value in zip(params, values, strict=True):
+            assert job[group].name == value
+            if job[group].get("_target_"):
+                assert instantiate(job[group]).name == value
