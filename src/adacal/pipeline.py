@@ -11,6 +11,7 @@ Everything else in the package receives built objects.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -193,7 +194,15 @@ def snn_stage(
     is_baseline = type(neuron) is IFNeuron and compression is None and policy is None
     metrics: dict[str, float] = {}
     for T in timesteps(cfg):
-        net, record, calib_s = convert_and_calibrate(cfg, model, images, T, neuron, compression)
+        kept: list[Any] = []
+        net, record, calib_s = convert_and_calibrate(
+            cfg, model, images, T, neuron, compression, keep=kept
+        )
+        if kept:  # the same network before compression, evaluated on the same test set
+            full = evaluate(cfg, kept[0], datamodule, T)
+            metrics[f"snn/uncompressed/acc_T{T}"] = full[f"acc_t{T}"]
+            metrics.update(_energy_metrics(kept[0], images[:1], full, T, "snn/uncompressed"))
+            del kept[:]
         eta = None
         if policy is not None:
             n_fit = int(policy.fit_batches) * int(policy.batch_size)
@@ -247,11 +256,13 @@ def convert_and_calibrate(
     T: int,
     neuron: Any,
     compression: Any,
+    keep: list[Any] | None = None,
 ) -> tuple[Any, dict[str, Any], float]:
     """Convert ``model`` with ``neuron`` and run the calibration recipe for T steps.
 
     Returns the network (with fan-out maps attached for SOP counting), the search
-    record and the seconds it took.
+    record and the seconds it took. With ``compression.compare_uncompressed`` a copy of
+    the network just before compression (fan-out attached) is appended to ``keep``.
     """
     start = time.perf_counter()
     net = convert(model, neuron, images[:1]).to(images.device)
@@ -266,8 +277,17 @@ def convert_and_calibrate(
     )
     spec = ThresholdSpec(**cfg.calibration.threshold)
     steps = build(cfg.calibration.steps, _convert_="all")
-    record = calibrate(net, data, spec, steps, neuron=neuron, compression=compression)
-    energy.attach_fanout(net, images[:1])
+    before = None
+    if keep is not None and getattr(compression, "compare_uncompressed", False):
+
+        def before(n: Any) -> None:
+            keep.append(copy.deepcopy(n))
+
+    record = calibrate(
+        net, data, spec, steps, neuron=neuron, compression=compression, before_compression=before
+    )
+    for network in (net, *(keep or [])):
+        energy.attach_fanout(network, images[:1])
     return net, record, time.perf_counter() - start
 
 

@@ -36,13 +36,15 @@ def _default_ratios() -> list[float]:
 class SpikeCompression:
     """SSC settings (``compression=ssc``): candidate ``ratios``, budget ratio ``rho`` on the
     summed sensitivity, ``batch_size`` calibration images measured in sub-batches of
-    ``sub_batch``; ``reuse_prefix`` runs only the suffix after the changed site."""
+    ``sub_batch``; ``reuse_prefix`` runs only the suffix after the changed site;
+    ``compare_uncompressed`` makes the pipeline also evaluate the network before SSC."""
 
     ratios: Sequence[float] = field(default_factory=_default_ratios)
     rho: float = 1.0
     batch_size: int = 128
     sub_batch: int = 32
     reuse_prefix: bool = True
+    compare_uncompressed: bool = False
     name: str = "ssc"
 
     def __post_init__(self) -> None:

@@ -67,12 +67,15 @@ def calibrate(
     steps: Sequence[Step] = (),
     neuron: Any = None,
     compression: Compression | None = None,
+    before_compression: Callable[[SpikingNetwork], None] | None = None,
 ) -> dict[str, Any]:
     """Run the recipe on ``net`` in place (see the module docstring); returns the search record.
 
     Args:
         neuron: the neuron spec; its ``adapt(net, data, refit)`` chooses φ per site.
         compression: e.g. :class:`adacal.adaptive.compression.SpikeCompression`.
+        before_compression: called with the calibrated network just before compression
+            (e.g. to keep a copy for a with/without comparison).
     """
     record: dict[str, Any] = {}
     fit_thresholds(net, data, spec)
@@ -87,6 +90,8 @@ def calibrate(
     for step in steps:
         step(net, data)
     if compression is not None:
+        if before_compression is not None:
+            before_compression(net)
         record[getattr(compression, "name", "compression")] = compression(net, data)
         for step in steps:
             step(net, data)

@@ -107,7 +107,9 @@ def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:
 
     A run whose status is not ``ok`` keeps its label with `` (<status>)`` appended. An IAT
     run that also evaluated its network with every sample running T steps
-    (``snn/full/*``) gives two rows: without exits (label without `` + iat``) and with.
+    (``snn/full/*``) gives two rows: without exits (label without `` + iat``) and with; a
+    run that also evaluated its network before compression (``snn/uncompressed/*``) gives
+    a row for it too (the neuron's label alone).
     """
     runs = []
     for folder in folders:
@@ -121,8 +123,15 @@ def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:
             for k, v in metrics.items()
             if k.startswith("snn/full/")
         }
+        shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
+        plain = {
+            k.replace("snn/uncompressed/", "snn/test/"): v
+            for k, v in metrics.items()
+            if k.startswith("snn/uncompressed/")
+        }
+        if plain:  # the same network before compression
+            runs.append((label.split(" + ")[0], {**shared, **plain}))
         if full:  # an IAT run also evaluated the same network without exits
-            shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
             runs.append((label.replace(" + iat", ""), {**shared, **full}))
         runs.append((label, metrics))
     return runs
