@@ -127,6 +127,7 @@ def test_thresholds_are_fitted_for_the_ceiling_phi_theta():
         ({"phi_target": 9}, "neuron.phi_target"),
         ({"rho": 0.0}, "neuron.rho"),
         ({"rho": -1.0}, "neuron.rho"),
+        ({"cost": "energy"}, "neuron.cost"),
     ],
 )
 def test_bad_adafire_settings_name_the_key(kwargs, key):

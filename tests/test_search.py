@@ -152,6 +152,7 @@ def test_unreachable_budgets_are_clear_errors(digits, digits_ann):
         ({"ratios": [1.0, -2.0]}, "compression.ratios"),
         ({"rho": 0}, "compression.rho"),
         ({"batch_size": 0}, "compression.batch_size"),
+        ({"cost": "energy"}, "compression.cost"),
     ],
 )
 def test_bad_compression_settings_name_the_key(kwargs, key):
@@ -187,3 +188,35 @@ def test_recipe_runs_in_the_fixed_order(digits, digits_ann):
     )
     assert calls == ["adapt", "step", "compression", "step"]
     assert set(record) == {"adafire", "compression"}
+
+
+def test_sop_cost_counts_synaptic_events(digits, digits_ann):
+    """cost="sops": E is the changed site's spikes weighted by its fan-out map."""
+    from adacal.metrics.energy import attach_fanout
+
+    x = digits["x_train"][:8]
+    net = convert(digits_ann, BurstNeuron(phi=4), x[:1])
+    observed_max_thresholds(net, x)
+    net.set_T(2)
+    variants = [[None, {"phi": 1}] for _ in net.sites]
+    with pytest.raises(ValueError, match="fan-out"):
+        measure_variants(net, x, 2, variants, cost="sops")
+    attach_fanout(net, x[:1])
+    spikes = measure_variants(net, x, 2, variants, sub_batch=8)
+    sops = measure_variants(net, x, 2, variants, sub_batch=8, cost="sops")
+    assert sops.sensitivity == spikes.sensitivity
+    # independent: simulate the base network and weight each site's output by its fan-out
+    net.set_mode("spike")
+    out = {}
+    hooks = [
+        s.register_forward_hook(lambda m, i, o, k=k: out.setdefault(k, []).append(o.detach()))
+        for k, s in enumerate(net.sites)
+    ]
+    simulate(net, x, 2)
+    for h in hooks:
+        h.remove()
+    for k, site in enumerate(net.sites):
+        n = torch.cat(out[k]) / site.theta.reshape(-1, *([1] * (torch.cat(out[k]).dim() - 2)))
+        expected = float((n * site.fanout).sum()) / len(x)
+        assert sops.base_spikes[k] == pytest.approx(expected, rel=1e-4)
+        assert sops.base_spikes[k] > spikes.base_spikes[k]  # every neuron drives >= 1 synapse

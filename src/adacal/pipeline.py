@@ -266,6 +266,7 @@ def convert_and_calibrate(
     """
     start = time.perf_counter()
     net = convert(model, neuron, images[:1]).to(images.device)
+    energy.attach_fanout(net, images[:1])  # SOP counting (and the searches' cost="sops")
     net.set_compiled(bool(cfg.snn.compile))
     data = CalibrationData.from_network(
         net,
@@ -286,8 +287,6 @@ def convert_and_calibrate(
     record = calibrate(
         net, data, spec, steps, neuron=neuron, compression=compression, before_compression=before
     )
-    for network in (net, *(keep or [])):
-        energy.attach_fanout(network, images[:1])
     return net, record, time.perf_counter() - start
 
 

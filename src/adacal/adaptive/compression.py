@@ -24,6 +24,7 @@ from adacal.adaptive.runner import measure_variants
 from adacal.calibration.data import CalibrationData
 from adacal.errors import ConfigError
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.neurons import COSTS
 
 log = logging.getLogger("adacal")
 
@@ -37,7 +38,8 @@ class SpikeCompression:
     """SSC settings (``compression=ssc``): candidate ``ratios``, budget ratio ``rho`` on the
     summed sensitivity, ``batch_size`` calibration images measured in sub-batches of
     ``sub_batch``; ``reuse_prefix`` runs only the suffix after the changed site;
-    ``compare_uncompressed`` makes the pipeline also evaluate the network before SSC."""
+    ``compare_uncompressed`` makes the pipeline also evaluate the network before SSC;
+    ``cost`` is what E counts: ``spikes`` (the paper's) or ``sops`` (spikes × fan-out)."""
 
     ratios: Sequence[float] = field(default_factory=_default_ratios)
     rho: float = 1.0
@@ -45,6 +47,7 @@ class SpikeCompression:
     sub_batch: int = 32
     reuse_prefix: bool = True
     compare_uncompressed: bool = False
+    cost: str = "spikes"
     name: str = "ssc"
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class SpikeCompression:
             raise ConfigError("compression.ratios", f"ratios must be > 0, got {self.ratios}")
         if not float(self.rho) > 0:
             raise ConfigError("compression.rho", f"the budget ratio must be > 0, got {self.rho}")
+        if self.cost not in COSTS:
+            raise ConfigError("compression.cost", f"'{self.cost}' is not one of {COSTS}")
         if int(self.batch_size) < 1 or int(self.sub_batch) < 1:
             raise ConfigError(
                 "compression.batch_size",
@@ -76,6 +81,7 @@ class SpikeCompression:
             sub_batch=int(self.sub_batch),
             reuse=bool(self.reuse_prefix),
             progress=data.progress,
+            cost=str(self.cost),
             description="spike compression",
         )
         budget = float(self.rho) * len(net.sites) * m.base_sensitivity
@@ -92,6 +98,7 @@ class SpikeCompression:
             "spikes": m.spikes,
             "budget": budget,
             "chosen_sensitivity": choice.value,
+            "cost": self.cost,
             "chosen_spikes": choice.cost,
             "base_sensitivity": m.base_sensitivity,
             "base_spikes": sum(m.base_spikes),

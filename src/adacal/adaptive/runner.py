@@ -14,8 +14,10 @@ holds each site's full input history and no neuron state has to be copied.
 
 For every variant: sensitivity S = mean over images of the symmetric KL between
 the softmax of the SNN's rate-coded output (mean over T of the last layer) and
-that of the ANN (per pixel and averaged for dense outputs), and spikes E = spikes
-of the changed site per image (a burst of k spikes counts k).
+that of the ANN (per pixel and averaged for dense outputs), and the cost E of the
+changed site per image: its spikes (``cost="spikes"``, the paper's; a burst of k
+spikes counts k) or the synaptic events they drive (``cost="sops"``, spikes ×
+fan-out; needs :func:`adacal.metrics.energy.attach_fanout`).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ def measure_variants(
     reuse: bool = True,
     progress: bool = False,
     description: str = "search",
+    cost: str = "spikes",
 ) -> Measurements:
     """Score every variant ``variants[l][j]`` of site l (all other sites at the base).
 
@@ -162,7 +165,15 @@ def measure_variants(
             (scored from the base run, not re-simulated).
         sub_batch: images per simulated sub-batch (memory ∝ T·sub_batch).
         reuse: run only the suffix from site l for its variants (the prefix once).
+        cost: ``"spikes"`` or ``"sops"`` (what ``spikes``/``base_spikes`` count).
     """
+    if cost == "sops" and any(site.fanout is None for site in net.sites):
+        raise ValueError("cost='sops' needs fan-out maps: call attach_fanout(net, example)")
+
+    def site_cost(site: Site) -> float:
+        counts = site.sop_counts if cost == "sops" else site.spike_counts
+        return float(torch.cat(counts).sum())
+
     runner = GraphRunner(net)
     runner.steps = T
     L = len(net.sites)
@@ -191,7 +202,7 @@ def measure_variants(
                 out = simulate_from({}, 0)
                 base_s += float(symmetric_kl(out, q).sum())
                 for k, site in enumerate(net.sites):
-                    base_e[k] += float(torch.cat(site.spike_counts).sum())
+                    base_e[k] += site_cost(site)
                 env: dict = {}
                 pos = 0
                 for k, site in enumerate(net.sites):
@@ -206,7 +217,7 @@ def measure_variants(
                         with _applied(site, variant):
                             out = simulate_from(dict(env), here) if reuse else simulate_from({}, 0)
                             S[k][j] += float(symmetric_kl(out, q).sum())
-                            E[k][j] += float(torch.cat(site.spike_counts).sum())
+                            E[k][j] += site_cost(site)
                         bar.advance(task)
             finally:
                 net.reset(b)

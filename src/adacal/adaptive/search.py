@@ -59,6 +59,7 @@ def firing_pattern_search(
         sub_batch=int(neuron.sub_batch),
         reuse=bool(neuron.reuse_prefix),
         progress=data.progress,
+        cost=str(neuron.cost),
         description="firing-pattern search",
     )
     target = candidates.index(int(neuron.phi_target))
@@ -76,6 +77,7 @@ def firing_pattern_search(
         "spikes": m.spikes,
         "budget": budget,
         "chosen_sensitivity": choice.value,
+        "cost": str(neuron.cost),
         "chosen_spikes": choice.cost,
         "base_sensitivity": m.base_sensitivity,
         "site_steps": m.site_steps,

@@ -21,6 +21,7 @@ from torch import Tensor
 from adacal.errors import ConfigError
 
 OFFSETS = ("initial", "shift")
+COSTS = ("spikes", "sops")  # what the searches count: spikes, or the synaptic events they drive
 
 
 def if_step(v: Tensor, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,7 +163,8 @@ class AdaFireNeuron(IFNeuron):
     φ in [phi_min, phi_init] with only site l changed, the sensitivity S_l(φ)
     (symmetric KL between SNN and ANN softmax) and spikes E_l(φ) on ``batch_size``
     calibration images, then picks φ_l minimising Σ S_l subject to
-    Σ E_l ≤ rho·Σ E_l(phi_target) (:mod:`adacal.adaptive.search`).
+    Σ E_l ≤ rho·Σ E_l(phi_target) (:mod:`adacal.adaptive.search`). E counts spikes
+    (``cost="spikes"``, the paper's) or synaptic events (``cost="sops"``).
     """
 
     phi_init: int = 8
@@ -172,6 +174,7 @@ class AdaFireNeuron(IFNeuron):
     batch_size: int = 128
     sub_batch: int = 32
     reuse_prefix: bool = True
+    cost: str = "spikes"
     name: str = "adafire"
 
     def __post_init__(self) -> None:
@@ -192,6 +195,8 @@ class AdaFireNeuron(IFNeuron):
             )
         if not float(self.rho) > 0:
             raise ConfigError("neuron.rho", f"the budget ratio must be > 0, got {self.rho}")
+        if self.cost not in COSTS:
+            raise ConfigError("neuron.cost", f"'{self.cost}' is not one of {COSTS}")
         if int(self.batch_size) < 1 or int(self.sub_batch) < 1:
             raise ConfigError(
                 "neuron.batch_size",
