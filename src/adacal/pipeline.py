@@ -37,6 +37,7 @@ from adacal.config import command_line, timesteps, validate
 from adacal.errors import ConfigError
 from adacal.lightning import ANNClassifier, SNNEvaluator
 from adacal.metrics import energy
+from adacal.reporting.run_metrics import energy_metrics, search_metrics, snn_metrics
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
 from adacal.snn.runtime import tune_cpu_allocator
@@ -201,7 +202,7 @@ def snn_stage(
         if kept:  # the same network before compression, evaluated on the same test set
             full = evaluate(cfg, kept[0], datamodule, T)
             metrics[f"snn/uncompressed/acc_T{T}"] = full[f"acc_t{T}"]
-            metrics.update(_energy_metrics(kept[0], images[:1], full, T, "snn/uncompressed"))
+            metrics.update(energy_metrics(kept[0], images[:1], full, T, "snn/uncompressed"))
             del kept[:]
         eta = None
         if policy is not None:
@@ -213,20 +214,20 @@ def snn_stage(
         start = time.perf_counter()
         res = evaluate(cfg, net, datamodule, T, exit_thresholds=eta)
         eval_s = time.perf_counter() - start
-        metrics.update(_snn_metrics(net, res, T, calib_s, eval_s))
-        metrics.update(_search_metrics(record, T))
-        metrics.update(_energy_metrics(net, images[:1], res, T, "snn/test"))
+        metrics.update(snn_metrics(net, res, T, calib_s, eval_s))
+        metrics.update(search_metrics(record, T))
+        metrics.update(energy_metrics(net, images[:1], res, T, "snn/test"))
         if policy is not None and policy.compare_full:  # the same network without exits
             start = time.perf_counter()
             full = evaluate(cfg, net, datamodule, T)
             metrics[f"snn/time/evaluation_full_s_T{T}"] = time.perf_counter() - start
             metrics[f"snn/full/acc_T{T}"] = full[f"acc_t{T}"]
-            metrics.update(_energy_metrics(net, images[:1], full, T, "snn/full"))
+            metrics.update(energy_metrics(net, images[:1], full, T, "snn/full"))
         if cfg.snn.compare_baseline:
             if is_baseline:
                 base = {
                     f"snn/baseline/{k}": v
-                    for k, v in _energy_metrics(net, images[:1], res, T, "").items()
+                    for k, v in energy_metrics(net, images[:1], res, T, "").items()
                 }
                 base[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
             else:
@@ -302,66 +303,8 @@ def baseline_metrics(
     steps, no compression, every sample runs T steps. Keys ``snn/baseline/*``."""
     net, _, _ = convert_and_calibrate(cfg, model, images, T, IFNeuron(offset=neuron.offset), None)
     res = evaluate(cfg, net, datamodule, T)
-    out = {f"snn/baseline/{k}": v for k, v in _energy_metrics(net, images[:1], res, T, "").items()}
+    out = {f"snn/baseline/{k}": v for k, v in energy_metrics(net, images[:1], res, T, "").items()}
     out[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
-    return out
-
-
-def _energy_metrics(
-    net: Any, example: torch.Tensor, res: dict[str, Any], T: int, prefix: str
-) -> dict[str, float]:
-    """SOPs and energy per image (convention: :mod:`adacal.metrics.energy`)."""
-    steps = float(res.get("mean_timesteps", T))
-    report = energy.snn_energy(
-        res["sops"], energy.dense_macs(net, example), steps, energy.ann_macs(net, example)
-    )
-    p = f"{prefix}/" if prefix else ""
-    out = {
-        f"{p}sops_T{T}": report.sops,
-        f"{p}acs_T{T}": float(res["sops"]),
-        f"{p}energy_uj_T{T}": report.energy_pj / 1e6,
-        f"{p}saving_vs_ann_T{T}": report.saving_vs_ann,
-        f"{p}mean_timesteps_T{T}": steps,
-    }
-    if prefix:
-        for site, sops in zip(net.sites, res["site_sops"], strict=True):
-            out[f"{p}site{site.index}_acs_T{T}"] = sops
-        for t, share in enumerate(res.get("exit_hist") or [], start=1):
-            out[f"{p}exit_t{t}_T{T}"] = share
-    return out
-
-
-def _search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
-    """Chosen φ and SSC ratio per site, and the search times."""
-    out: dict[str, float] = {}
-    if "adafire" in record:
-        for i, phi in enumerate(record["adafire"]["phi"]):
-            out[f"snn/adafire/site{i}_phi_T{T}"] = float(phi)
-        out[f"snn/time/adafire_search_s_T{T}"] = record["adafire"]["seconds"]
-    for name, rec in record.items():
-        if "ratio" in rec:
-            for i, r in enumerate(rec["ratio"]):
-                out[f"snn/{name}/site{i}_ratio_T{T}"] = float(r)
-            out[f"snn/time/{name}_search_s_T{T}"] = rec["seconds"]
-    return out
-
-
-def _snn_metrics(
-    net: Any, res: dict[str, Any], T: int, calib_s: float, eval_s: float
-) -> dict[str, float]:
-    neurons = sum(s.neurons_per_sample for s in net.sites)
-    out = {
-        f"snn/test/acc_T{T}": res[f"acc_t{T}"],
-        f"snn/test/spikes_T{T}": res["spikes"],
-        f"snn/test/rate_T{T}": res["spikes"] / (neurons * T),
-        f"snn/time/calibration_s_T{T}": calib_s,
-        f"snn/time/evaluation_s_T{T}": eval_s,
-    }
-    for key, value in res.items():
-        if key.startswith("acc_t"):
-            out[f"snn/test/anytime_T{T}/{key}"] = value
-    for site, spikes in zip(net.sites, res["site_spikes"], strict=True):
-        out[f"snn/test/site{site.index}_rate_T{T}"] = spikes / (site.neurons_per_sample * T)
     return out
 
 
