@@ -61,7 +61,7 @@ def method_rows(
         timesteps: the T values to show.
         baseline: label of the baseline run (savings are relative to it at the same T).
     """
-    by_label = dict(runs)
+    by_label = {label.split(" (")[0]: m for label, m in runs}  # "if (running)" is "if"
     rows = []
     for T in timesteps:
         base = by_label.get(baseline, {}) if baseline else {}
@@ -115,23 +115,19 @@ def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:
     for folder in folders:
         record = read_metrics(Path(folder) / "metrics.json")
         label = method_label(record.get("config", {}))
-        if record.get("status") != "ok":
-            label += f" ({record.get('status')})"
+        status = "" if record.get("status") == "ok" else f" ({record.get('status')})"
         metrics = dict(record.get("metrics", {}))
-        full = {
-            k.replace("snn/full/", "snn/test/"): v
-            for k, v in metrics.items()
-            if k.startswith("snn/full/")
-        }
         shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
-        plain = {
-            k.replace("snn/uncompressed/", "snn/test/"): v
-            for k, v in metrics.items()
-            if k.startswith("snn/uncompressed/")
-        }
-        if plain:  # the same network before compression
-            runs.append((label.split(" + ")[0], {**shared, **plain}))
-        if full:  # an IAT run also evaluated the same network without exits
-            runs.append((label.replace(" + iat", ""), {**shared, **full}))
-        runs.append((label, metrics))
+        for prefix, name in (
+            ("snn/uncompressed/", label.split(" + ")[0]),  # the network before compression
+            ("snn/full/", label.replace(" + iat", "")),  # an IAT network without exits
+        ):
+            part = {
+                k.replace(prefix, "snn/test/"): v
+                for k, v in metrics.items()
+                if k.startswith(prefix)
+            }
+            if part:
+                runs.append((name + status, {**shared, **part}))
+        runs.append((label + status, metrics))
     return runs
