@@ -2,7 +2,8 @@
 
     .venv/bin/python experiments/adaptive_table.py outputs/adacal_r20/*/ --T 2 4 8 16 32
 
-The run whose method is ``if`` (IF neuron, fixed T) is the baseline for the savings.
+The run whose method is ``if`` (IF neuron, fixed T) is the baseline for the savings. Runs
+of the same method (e.g. T = 2…16 in one run and T = 32 in another) are merged.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders holding metrics.json")
     parser.add_argument("--T", nargs="+", type=int, required=True)
     args = parser.parse_args()
-    runs = load_runs(args.runs)
+    merged: dict[str, dict] = {}  # runs of one method for different T (e.g. T = 32 apart)
+    for label, metrics in load_runs(args.runs):
+        merged.setdefault(label, {}).update(metrics)
+    runs = list(merged.items())
     runs.sort(key=lambda r: next((i for i, o in enumerate(ORDER) if r[0].startswith(o)), 99))
     print(methods_markdown(runs, args.T, baseline="if"))
 
