@@ -9,6 +9,7 @@ of the same method (e.g. T = 2…16 in one run and T = 32 in another) are merged
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from adacal.reporting.methods import load_runs, methods_markdown
@@ -22,7 +23,10 @@ def main() -> None:
     parser.add_argument("--T", nargs="+", type=int, required=True)
     args = parser.parse_args()
     merged: dict[str, dict] = {}  # runs of one method for different T (e.g. T = 32 apart)
-    for label, metrics in load_runs(args.runs):
+    found = [r for r in args.runs if (r / "metrics.json").is_file()]
+    for missing in sorted(set(args.runs) - set(found)):
+        print(f"no metrics.json (not started, or still in its first T): {missing}", file=sys.stderr)
+    for label, metrics in load_runs(found):
         merged.setdefault(label, {}).update(metrics)
     runs = list(merged.items())
     runs.sort(key=lambda r: next((i for i, o in enumerate(ORDER) if r[0].startswith(o)), 99))
