@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from adacal.reporting.metrics_file import read_metrics
-from adacal.reporting.table import MISSING, _finite, _markdown, fmt_delta, fmt_percent
+from adacal.reporting.table import (
+    MISSING,
+    _finite,
+    _markdown,
+    fmt_delta,
+    fmt_number,
+    fmt_percent,
+    fmt_share,
+)
 
 METHOD_HEADERS = (
     "T",
@@ -42,11 +50,6 @@ def method_label(config: Mapping[str, Any]) -> str:
         if name != off:
             label += f" + {name}"
     return label
-
-
-def _fmt(value: object, spec: str) -> str:
-    number = _finite(value)
-    return MISSING if number is None else format(number, spec)
 
 
 def method_rows(
@@ -79,18 +82,13 @@ def method_rows(
                     fmt_percent(m.get(f"snn/test/acc_T{T}")),
                     fmt_delta(m.get(f"snn/test/acc_T{T}"), m.get("ann/test/acc")),
                     MISSING if sops is None else f"{sops / 1e6:.2f}",
-                    _fmt(energy, ".2f"),
-                    MISSING if saving is None else f"{100 * saving:+.1f}%",
-                    _fmt_share(m.get(f"snn/test/saving_vs_ann_T{T}")),
-                    _fmt(m.get(f"snn/test/mean_timesteps_T{T}"), ".2f"),
+                    fmt_number(energy),
+                    fmt_share(saving),
+                    fmt_share(m.get(f"snn/test/saving_vs_ann_T{T}")),
+                    fmt_number(m.get(f"snn/test/mean_timesteps_T{T}")),
                 ]
             )
     return rows
-
-
-def _fmt_share(value: object) -> str:
-    number = _finite(value)
-    return MISSING if number is None else f"{100 * number:+.1f}%"
 
 
 def methods_markdown(
