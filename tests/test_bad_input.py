@@ -276,3 +276,11 @@ def test_pipeline_refuses_maxpool_architecture(
         "architecture",
     )
     assert "max pooling" in err.detail
+
+
+def test_unreachable_spike_budget_fails_the_run(compose_config, tiny_overrides, tmp_path):
+    """A φ-search budget no φ choice meets: one error naming neuron.rho, a "failed" record."""
+    overrides = [*tiny_overrides, "neuron=adafire", "neuron.rho=0.01", "neuron.batch_size=8"]
+    err = run_fails(compose_config, overrides, tmp_path, "neuron.rho")
+    assert "smallest achievable" in err.detail
+    assert read_metrics(tmp_path)["status"] == "failed"
