@@ -47,11 +47,16 @@ def test_dataset_builds(compose_config, tmp_path, option):
     cfg = compose_config([f"dataset={option}"], output_dir=tmp_path)
     assert cfg.dataset.name == option
     dm = instantiate(cfg.dataset)
-    assert (dm.num_classes, dm.in_channels, dm.image_size) == (
-        cfg.dataset.num_classes,
-        cfg.dataset.in_channels,
-        cfg.dataset.image_size,
-    )
+    assert (dm.num_classes, dm.in_channels) == (cfg.dataset.num_classes, cfg.dataset.in_channels)
+    if "crop_size" in cfg.dataset:  # segmentation: sizes are [H, W] pairs
+        assert dm.crop_size == tuple(cfg.dataset.crop_size)
+        if option == "shapes":  # the only segmentation set that needs no files
+            dm.setup()
+            x, y = dm.test_set[0]
+            assert x.shape == (3, cfg.dataset.image_size, cfg.dataset.image_size)
+            assert y.shape == x.shape[1:] and 0 <= int(y.min()) <= int(y.max()) < dm.num_classes
+        return
+    assert dm.image_size == cfg.dataset.image_size
     if option == "digits":  # the only data set that needs no files
         dm.setup()
         x, y = dm.test_set[0]
@@ -61,10 +66,14 @@ def test_dataset_builds(compose_config, tmp_path, option):
 
 # Each architecture with the data set it is meant for (imagenet models on a 64x64 input).
 HOME = {"resnet18": "imagenet", "resnet34": "imagenet", "small_cnn": "digits"}
+SEGMENTATION = ("deeplab", "fpn_", "unet_")
 
 
 @pytest.mark.parametrize("option", options("architecture"))
 def test_architecture_builds_forwards_and_converts(compose_config, tmp_path, option):
+    if option.startswith(SEGMENTATION):
+        segmentation_architecture_converts(compose_config, tmp_path, option)
+        return
     dataset = HOME.get(option, "cifar10")
     overrides = [f"architecture={option}", f"dataset={dataset}"]
     if "pretrained" in compose_config(overrides, output_dir=tmp_path).architecture:
@@ -211,6 +220,8 @@ def test_experiment_composes_and_builds(compose_config, tmp_path, option):
     assert dm.num_classes == cfg.dataset.num_classes
     if cfg.architecture.get("pretrained"):
         cfg.architecture.pretrained = False  # the weights need the network
+    if cfg.architecture.get("encoder_weights"):
+        cfg.architecture.encoder_weights = None
     model = instantiate(cfg.architecture)
     assert isinstance(model, torch.nn.Module)
     if cfg.ann.checkpoint:  # a tracked checkpoint must verify and fit the experiment's model
@@ -256,3 +267,20 @@ def test_ablation_sweeps_compose_every_combination(compose_config, tmp_path, opt
             assert job[group].name == value
             if job[group].get("_target_"):
                 assert instantiate(job[group]).name == value
+
+
+def segmentation_architecture_converts(compose_config, tmp_path, option):
+    """smp models on the synthetic shapes set: [1, 3, 64, 64] -> [1, K, 64, 64] logits, and a
+    converted copy (relu mode) gives the same output."""
+    cfg = compose_config([f"architecture={option}", "task=segmentation", "dataset=shapes"],
+                         output_dir=tmp_path)  # fmt: skip
+    assert cfg.architecture.encoder_weights is None  # offline by default
+    torch.manual_seed(0)
+    model = instantiate(cfg.architecture).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (1, cfg.dataset.num_classes, 64, 64)
+        net = convert(model, IFNeuron(), x)
+        assert len(net.sites) > 10
+        torch.testing.assert_close(net(x), y, atol=1e-4, rtol=1e-4)

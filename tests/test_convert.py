@@ -34,8 +34,35 @@ def test_conversion_order_is_pinned():
         "fold_batchnorm",
         "place_sites",
         "commute_stem_maxpool",
+        "refuse_nonlinear",
         "insert_time_expansion",
     )
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.GroupNorm(2, 8), nn.GELU(), nn.Sigmoid(), nn.LayerNorm([8, 8, 8])]
+)
+def test_nonlinear_op_after_a_neuron_is_refused_by_name(layer):
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), layer,
+        nn.ReLU(), nn.Flatten(), nn.Linear(512, 4),
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        convert(model.eval(), IFNeuron(), torch.randn(1, 3, 8, 8))
+    assert err.value.key == "architecture"
+    assert type(layer).__name__ in str(err.value) and "node '_3'" in str(err.value)
+
+
+def test_nonlinear_op_before_the_first_neuron_is_analog_and_kept():
+    """A GroupNorm on the image (the analog prefix) is computed once: exact, allowed."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(512, 4),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    net = convert(model, IFNeuron(), x[:1])
+    assert len(net.sites) == 1
+    torch.testing.assert_close(net(x), model(x))
 
 
 def test_bn_folding_preserves_outputs():

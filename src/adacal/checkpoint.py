@@ -62,17 +62,29 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_state_dict(
-    model: nn.Module | Mapping[str, torch.Tensor], path: str | Path, command: str
+    model: nn.Module | Mapping[str, torch.Tensor],
+    path: str | Path,
+    command: str,
+    dtype: str = "float32",
 ) -> str:
     """Save ``model.state_dict()`` to ``path`` with ``.sha256`` and ``.cmd`` sidecars.
 
-    The tensor file is written to a temporary name and renamed, so an interrupted save never
-    leaves a half-written checkpoint under the final name. Returns the hex sha256 digest.
+    ``dtype="float16"`` stores floating-point tensors in half precision (half the size; loading
+    casts them back to the model's dtype). The tensor file is written to a temporary name and
+    renamed, so an interrupted save never leaves a half-written checkpoint under the final
+    name. Returns the hex sha256 digest.
     """
+    if dtype not in ("float32", "float16"):
+        raise ConfigError("ann.export_dtype", f"'{dtype}' is not one of float32, float16")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    if dtype == "float16":
+        state = {
+            k: v.half() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in state.items()
+        }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:  # a file object: the archive name inside is fixed

@@ -35,8 +35,9 @@ from adacal.calibration.recipe import ThresholdSpec, calibrate
 from adacal.checkpoint import load_state_dict, save_state_dict
 from adacal.config import command_line, timesteps, validate
 from adacal.errors import ConfigError
-from adacal.lightning import ANNClassifier, SNNEvaluator
+from adacal.lightning import SNNEvaluator
 from adacal.metrics import energy
+from adacal.models.segmentation import check_input_size
 from adacal.reporting.run_metrics import energy_metrics, search_metrics, snn_metrics
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
@@ -56,6 +57,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     try:
         validate(cfg)
         snn_parts(cfg)  # bad neuron / compression / inference settings fail before any work
+        names = scorer(cfg).names
         resolved = OmegaConf.to_container(cfg, resolve=True)
         torch.set_float32_matmul_precision("high")
         if _device(cfg).type == "cpu":
@@ -63,7 +65,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.dataset)
         datamodule.setup()
-        model = instantiate(cfg.architecture)
+        model = build(cfg.architecture)
+        if hasattr(datamodule, "input_sizes"):  # segmentation: H, W fit the encoder's stride
+            check_input_size(model, datamodule.input_sizes())
         if "snn" in cfg.stages:  # refuse an unconvertible network before training it
             convert(model, IFNeuron(), datamodule.calibration_set(1, 0)[0])
         logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
@@ -73,7 +77,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if cfg.ann.evaluate:
             example = datamodule.calibration_set(1, 0)[0].to(_device(cfg))
             ann = convert(model, IFNeuron(), example)  # BN folded, every site a ReLU
-            metrics["ann/test/acc"] = evaluate(cfg, ann, datamodule, 0)["acc_t1"]
+            res = evaluate(cfg, ann, datamodule, 0)
+            metrics.update({f"ann/test/{name}": res[f"{name}_t1"] for name in names})
             metrics["ann/macs"] = energy.ann_macs(ann, example)
             metrics["ann/energy_uj"] = energy.energy_pj(metrics["ann/macs"], 0.0) / 1e6
         if "snn" in cfg.stages:
@@ -115,7 +120,19 @@ def snn_parts(cfg: DictConfig) -> tuple[Any, Any, Any]:
     neuron = build(cfg.neuron)
     compression = build(cfg.compression) if cfg.compression.get("_target_") else None
     policy = build(cfg.inference) if cfg.inference.get("_target_") else None
+    if policy is not None and not scorer(cfg).supports_exit:
+        raise ConfigError(
+            "inference",
+            f"input-aware adaptive timesteps (inference={cfg.inference.get('name')}) are "
+            f"defined for classification only, not task={cfg.task.name}; "
+            "use inference=fixed",
+        )
     return neuron, compression, policy
+
+
+def scorer(cfg: DictConfig) -> Any:
+    """What the evaluator scores: the task's scorer (top-1, or mIoU and pixel accuracy)."""
+    return build(cfg.task.scorer)
 
 
 def _trainer(cfg: DictConfig, logger: Any = None, **overrides: Any) -> L.Trainer:
@@ -128,18 +145,21 @@ def prepare_ann(
     """Load the ANN checkpoint (hash-checked) or train the ANN; returns the state dict's sha256."""
     if cfg.ann.checkpoint:
         return load_state_dict(model, cfg.ann.checkpoint, key="ann.checkpoint")
+    # save_top_k=1 without a monitor keeps the newest epoch; Lightning writes last.ckpt only
+    # when some checkpoint was saved, so save_top_k=0 would never write one
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out_dir / "lightning_checkpoints", save_last=True, every_n_epochs=1, save_top_k=0
+        dirpath=out_dir / "lightning_checkpoints", save_last=True, every_n_epochs=1, save_top_k=1
     )
     trainer = _trainer(cfg, logger, callbacks=[checkpoints])
-    module = ANNClassifier(model, **cfg.ann.optim)
+    module = build(cfg.task.module, model=model, **cfg.ann.optim)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ann.resume)
     model.eval()
     digest = None
     if trainer.global_rank == 0:
         digest = save_state_dict(model, out_dir / "ann.pt", command_line())
         if cfg.ann.export_to:
-            save_state_dict(model, cfg.ann.export_to, command_line())
+            dtype = cfg.ann.get("export_dtype", "float32")
+            save_state_dict(model, cfg.ann.export_to, command_line(), dtype=dtype)
             log.info("ANN state dict written to %s (sha256 %s)", cfg.ann.export_to, digest)
     return digest
 
@@ -155,7 +175,7 @@ def evaluate(
     cfg: DictConfig, net: Any, datamodule: Any, T: int, exit_thresholds: Any = None
 ) -> dict[str, Any]:
     """Test-set pass through :class:`SNNEvaluator` (T = 0: the ANN; IAT with exit thresholds)."""
-    extra = {}
+    extra: dict[str, Any] = {"scorer": scorer(cfg)}
     if exit_thresholds is not None:
         extra = {"exit_thresholds": exit_thresholds, "confidence": cfg.inference.confidence}
     evaluator = SNNEvaluator(
@@ -193,6 +213,7 @@ def snn_stage(
     images = images.to(device)
     neuron, compression, policy = snn_parts(cfg)
     is_baseline = type(neuron) is IFNeuron and compression is None and policy is None
+    names = scorer(cfg).names
     metrics: dict[str, float] = {}
     for T in timesteps(cfg):
         kept: list[Any] = []
@@ -201,7 +222,7 @@ def snn_stage(
         )
         if kept:  # the same network before compression, evaluated on the same test set
             full = evaluate(cfg, kept[0], datamodule, T)
-            metrics[f"snn/uncompressed/acc_T{T}"] = full[f"acc_t{T}"]
+            metrics.update(scores("snn/uncompressed", full, T, names))
             metrics.update(energy_metrics(kept[0], images[:1], full, T, "snn/uncompressed"))
             del kept[:]
         eta = None
@@ -214,14 +235,14 @@ def snn_stage(
         start = time.perf_counter()
         res = evaluate(cfg, net, datamodule, T, exit_thresholds=eta)
         eval_s = time.perf_counter() - start
-        metrics.update(snn_metrics(net, res, T, calib_s, eval_s))
+        metrics.update(snn_metrics(net, res, T, calib_s, eval_s, names))
         metrics.update(search_metrics(record, T))
         metrics.update(energy_metrics(net, images[:1], res, T, "snn/test"))
         if policy is not None and policy.compare_full:  # the same network without exits
             start = time.perf_counter()
             full = evaluate(cfg, net, datamodule, T)
             metrics[f"snn/time/evaluation_full_s_T{T}"] = time.perf_counter() - start
-            metrics[f"snn/full/acc_T{T}"] = full[f"acc_t{T}"]
+            metrics.update(scores("snn/full", full, T, names))
             metrics.update(energy_metrics(net, images[:1], full, T, "snn/full"))
         if cfg.snn.compare_baseline:
             if is_baseline:
@@ -229,7 +250,7 @@ def snn_stage(
                     f"snn/baseline/{k}": v
                     for k, v in energy_metrics(net, images[:1], res, T, "").items()
                 }
-                base[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
+                base.update(scores("snn/baseline", res, T, names))
             else:
                 base = baseline_metrics(cfg, model, datamodule, images, T, neuron)
             metrics.update(base)
@@ -241,13 +262,19 @@ def snn_stage(
         if on_result is not None:
             on_result(metrics)
         log.info(
-            "T=%d: top-1 %.2f%% (calibration %.1fs, evaluation %.1fs)",
+            "T=%d: %s %.2f%% (calibration %.1fs, evaluation %.1fs)",
             T,
-            100 * res[f"acc_t{T}"],
+            names[0],
+            100 * res[f"{names[0]}_t{T}"],
             calib_s,
             eval_s,
         )
     return metrics
+
+
+def scores(prefix: str, res: dict[str, Any], T: int, names: Any) -> dict[str, float]:
+    """``{prefix}/{name}_T{T}`` for each of the task's score names (acc; miou, pixel_acc)."""
+    return {f"{prefix}/{name}_T{T}": res[f"{name}_t{T}"] for name in names}
 
 
 def convert_and_calibrate(
@@ -304,7 +331,7 @@ def baseline_metrics(
     net, _, _ = convert_and_calibrate(cfg, model, images, T, IFNeuron(offset=neuron.offset), None)
     res = evaluate(cfg, net, datamodule, T)
     out = {f"snn/baseline/{k}": v for k, v in energy_metrics(net, images[:1], res, T, "").items()}
-    out[f"snn/baseline/acc_T{T}"] = res[f"acc_t{T}"]
+    out.update(scores("snn/baseline", res, T, scorer(cfg).names))
     return out
 
 
@@ -318,5 +345,6 @@ def print_tables(metrics: dict[str, float], cfg: DictConfig, out_dir: Path) -> N
     console.print(reporting.results_table(metrics, title=title))
     text = f"# {title}\n\n{reporting.results_markdown(metrics)}\n"
     if any("/anytime_" in k for k in metrics):
-        text += f"\n## Anytime accuracy (%)\n\n{reporting.anytime_markdown(metrics)}\n"
+        label = "mIoU" if reporting.table.headline_metric(metrics) == "miou" else "accuracy"
+        text += f"\n## Anytime {label} (%)\n\n{reporting.anytime_markdown(metrics)}\n"
     (out_dir / "results.md").write_text(text)

@@ -81,6 +81,55 @@ def site_rates(
     return {i: torch.cat(v) for i, v in results.items()}
 
 
+@torch.no_grad()
+def rates_in_order(
+    net: SpikingNetwork, images: Tensor, T: int, batch_size: int = 128
+) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(k, rate_k)`` for k = 0 .. L−1, rate_k [N, C, ...] = Σ_t s_t / T of site k, where
+    every earlier site runs as it is *after* the caller's change between yields.
+
+    The sequential calibration steps (bias, potential) correct site k from rate_k. Instead of
+    re-simulating the network up to site k for every k (Σ_k depth_k site evaluations,
+    quadratic in depth), the graph runs once, node by node: per batch of images the values
+    still needed downstream (the fx frontier, all T steps as one chunk) are kept, and after
+    the yield site k runs with its corrected parameters. Same numbers as :func:`site_rates`
+    (up to float summation order); memory ∝ N·T·(frontier size).
+    """
+    from adacal.adaptive.runner import GraphRunner  # the fx runner the searches use
+
+    runner = GraphRunner(net)
+    runner.steps = T
+    batches = list(images.split(batch_size))
+    envs: list[dict] = [{} for _ in batches]
+    nodes = net.site_graph_nodes()
+    pos = 0
+    net.set_mode("spike")
+    net.set_steps(T)
+    try:
+        for k, site in enumerate(net.sites):
+            here = runner.site_position[k]
+            rates = []
+            for env, x in zip(envs, batches, strict=True):
+                net.reset(x.shape[0])
+                runner.run(env, pos, here, x)
+                (z,) = torch.fx.node.map_arg(nodes[k].args, lambda n, env=env: env[n])
+                out = site(z)
+                rates.append(out.reshape(T, x.shape[0], *out.shape[1:]).mean(0))
+            net.set_mode("relu")
+            net.set_steps(1)
+            yield k, torch.cat(rates)  # the caller corrects site k
+            net.set_mode("spike")
+            net.set_steps(T)
+            for env, x in zip(envs, batches, strict=True):
+                net.reset(x.shape[0])
+                runner.run(env, here, here + 1, x)
+            pos = here + 1
+    finally:
+        net.reset(1)
+        net.set_steps(1)
+        net.set_mode("relu")
+
+
 def _stop(module: torch.nn.Module, inputs: object, output: Tensor) -> None:
     raise _StopForward
 
@@ -135,7 +184,11 @@ class CalibrationData:
         n = self.images.shape[0] if n is None else min(n, self.images.shape[0])
         return self.images[:n], [a[:n] for a in self.ann]
 
-    def track(self, items: Iterable, description: str) -> Iterator:
+    def track(self, items: Iterable, description: str, total: int | None = None) -> Iterator:
         """Iterate with a progress bar (rich) when ``progress`` is on."""
-        seq = list(items)
-        return iter(track(seq, description=description, disable=not self.progress, transient=True))
+        seq = items if total is not None else list(items)  # a generator stays lazy with a total
+        size = total if total is not None else len(seq)  # type: ignore[arg-type]
+        return iter(
+            track(seq, total=size, description=description, disable=not self.progress,
+                  transient=True)
+        )  # fmt: skip

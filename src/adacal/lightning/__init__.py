@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from adacal.lightning.ann_module import ANNClassifier
+from adacal.lightning.seg_module import ANNSegmenter
 from adacal.lightning.snn_module import SNNEvaluator
 
-__all__ = ["ANNClassifier", "SNNEvaluator"]
+__all__ = ["ANNClassifier", "ANNSegmenter", "SNNEvaluator"]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 
 from adacal.adaptive.iat import check_metric, simulate_early_exit
+from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.simulate import anytime_logits, simulate, sop_totals, spike_totals
 
@@ -44,7 +45,7 @@ class Counts(Metric):
 
     full_state_update = False
 
-    def __init__(self, sizes: dict[str, int]) -> None:
+    def __init__(self, sizes: dict[str, int | tuple[int, ...]]) -> None:
         super().__init__()
         for name, size in sizes.items():
             self.add_state(
@@ -67,8 +68,10 @@ class Counts(Metric):
 class SNNEvaluator(L.LightningModule):
     """Test-only module. ``T = 0`` evaluates the network as the ANN (all sites ReLU).
 
-    Results (rank 0 and every rank alike) land in ``self.results``:
-    ``acc_t{t}`` for t in ``anytime``, ``spikes`` (per image, all sites, T steps),
+    Results (rank 0 and every rank alike) land in ``self.results``: the ``scorer``'s
+    scores after each t in ``anytime`` (``acc_t{t}`` for :class:`TopOne`, the default;
+    ``miou_t{t}``, ``pixel_acc_t{t}`` and ``class_iou`` for segmentation),
+    ``spikes`` (per image, all sites, T steps),
     ``site_spikes`` [L] per image, ``samples``; when the sites carry fan-out maps
     (:func:`adacal.metrics.energy.attach_fanout`) also ``sops`` (synaptic events per
     image, a burst of k spikes being k events) and ``site_sops`` [L].
@@ -91,9 +94,11 @@ class SNNEvaluator(L.LightningModule):
         num_workers: int = 0,
         exit_thresholds: Tensor | None = None,
         confidence: str = "entropy",
+        scorer: Scorer | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        self.scorer = scorer if scorer is not None else TopOne()
         self.dataset = dataset
         self.T = int(T)
         self.confidence = check_metric(confidence)
@@ -110,7 +115,7 @@ class SNNEvaluator(L.LightningModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         L_ = max(1, len(net.sites))
-        sizes = {"correct": len(steps), "samples": 1, "site_spikes": L_, "site_sops": L_}
+        sizes = {**self.scorer.sizes(len(steps)), "site_spikes": L_, "site_sops": L_}
         if self.exit_thresholds is not None:
             sizes.update(exit_hist=self.T, timesteps=1)
         self.counts = Counts(sizes)
@@ -140,9 +145,8 @@ class SNNEvaluator(L.LightningModule):
             spikes = spike_totals(self.net).sum((1, 2))
             sops = sop_totals(self.net).sum((1, 2)) if self._has_fanout() else 0 * spikes
         index = torch.tensor([t - 1 for t in self.steps], device=x.device)
-        correct = (logits[index].argmax(-1) == y.unsqueeze(0)).sum(1)
-        samples = torch.tensor([len(y)], device=x.device)
-        self.counts.update(correct=correct, samples=samples, site_spikes=spikes, site_sops=sops)
+        scored = self.scorer.counts(logits[index], y)
+        self.counts.update(**scored, site_spikes=spikes, site_sops=sops)
 
     def _exit_step(self, x: Tensor, y: Tensor) -> None:
         """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs."""
@@ -150,8 +154,7 @@ class SNNEvaluator(L.LightningModule):
         spikes = res.site_spikes
         sops = res.site_sops if res.site_sops is not None else 0 * spikes
         self.counts.update(
-            correct=(res.logits.argmax(-1) == y).sum().reshape(1),
-            samples=torch.tensor([len(y)], device=x.device),
+            **self.scorer.counts(res.logits.unsqueeze(0), y),
             site_spikes=spikes,
             site_sops=sops,
             exit_hist=torch.bincount(res.exit_step - 1, minlength=self.T),
@@ -164,12 +167,13 @@ class SNNEvaluator(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         c = self.counts.totals()
         n = float(c["samples"].item())
-        self.results = {
-            f"acc_t{t}": float(c["correct"][i].item()) / n for i, t in enumerate(self.steps)
-        }
+        self.results = dict(self.scorer.scores(c, self.steps))
+        if hasattr(self.scorer, "class_iou"):
+            self.results["class_iou"] = self.scorer.class_iou(c)
         if self.exit_thresholds is not None:
+            head = self.scorer.names[0]
             self.results.update(
-                acc_exit=self.results[f"acc_t{self.T}"],
+                **{f"{head}_exit": self.results[f"{head}_t{self.T}"]},
                 mean_timesteps=float(c["timesteps"].item()) / n,
                 exit_hist=(c["exit_hist"] / n).tolist(),
             )

@@ -1,8 +1,9 @@
 """The Adaptive Calibration comparison table: methods side by side at each T.
 
 Each run is one method (neuron × compression × inference); its ``metrics.json`` gives,
-per fitted T, ``snn/test/acc_T{T}``, ``snn/test/sops_T{T}`` (synaptic operations per
-image: ACs + dense MACs × steps), ``snn/test/energy_uj_T{T}`` and
+per fitted T, ``snn/test/acc_T{T}`` (``miou_T{T}`` for segmentation),
+``snn/test/sops_T{T}`` (synaptic operations per image: ACs + dense MACs × steps),
+``snn/test/energy_uj_T{T}`` and
 ``snn/test/mean_timesteps_T{T}``. The saving against the SNN Calibration baseline is
 1 − E_method/E_baseline at the same T, where the baseline is the run labelled
 ``baseline`` (IF neuron, same calibration, fixed T) or, when absent, the run's own
@@ -24,6 +25,8 @@ from adacal.reporting.table import (
     fmt_number,
     fmt_percent,
     fmt_share,
+    headline_metric,
+    result_headers,
 )
 
 METHOD_HEADERS = (
@@ -52,18 +55,32 @@ def method_label(config: Mapping[str, Any]) -> str:
     return label
 
 
+def method_headers(metric: str = "acc") -> tuple[str, ...]:
+    """:data:`METHOD_HEADERS` labelled for ``metric`` (top-1, mIoU)."""
+    label = result_headers(metric)[2].removeprefix("SNN ")
+    return (METHOD_HEADERS[0], METHOD_HEADERS[1], label, *METHOD_HEADERS[3:])
+
+
+def runs_metric(runs: Sequence[tuple[str, Mapping[str, object]]]) -> str:
+    """The headline metric of a set of runs (``miou`` if any run is a segmentation run)."""
+    return "miou" if any(headline_metric(m) == "miou" for _, m in runs) else "acc"
+
+
 def method_rows(
     runs: Sequence[tuple[str, Mapping[str, object]]],
     timesteps: Sequence[int],
     baseline: str | None = None,
+    metric: str | None = None,
 ) -> list[list[str]]:
-    """One row per (T, run) with the columns of :data:`METHOD_HEADERS`.
+    """One row per (T, run) with the columns of :func:`method_headers`.
 
     Args:
         runs: (label, flat metrics) per method, in display order.
         timesteps: the T values to show.
         baseline: label of the baseline run (savings are relative to it at the same T).
+        metric: the score column (default :func:`runs_metric`: acc, or miou).
     """
+    metric = metric or runs_metric(runs)
     by_label = {label.split(" (")[0]: m for label, m in runs}  # "if (running)" is "if"
     rows = []
     for T in timesteps:
@@ -79,8 +96,8 @@ def method_rows(
                 [
                     str(T),
                     label,
-                    fmt_percent(m.get(f"snn/test/acc_T{T}")),
-                    fmt_delta(m.get(f"snn/test/acc_T{T}"), m.get("ann/test/acc")),
+                    fmt_percent(m.get(f"snn/test/{metric}_T{T}")),
+                    fmt_delta(m.get(f"snn/test/{metric}_T{T}"), m.get(f"ann/test/{metric}")),
                     MISSING if sops is None else f"{sops / 1e6:.2f}",
                     fmt_number(energy),
                     fmt_share(saving),
@@ -95,9 +112,11 @@ def methods_markdown(
     runs: Sequence[tuple[str, Mapping[str, object]]],
     timesteps: Sequence[int],
     baseline: str | None = None,
+    metric: str | None = None,
 ) -> str:
     """Markdown of :func:`method_rows`."""
-    return _markdown(METHOD_HEADERS, method_rows(runs, timesteps, baseline))
+    metric = metric or runs_metric(runs)
+    return _markdown(method_headers(metric), method_rows(runs, timesteps, baseline, metric))
 
 
 def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:

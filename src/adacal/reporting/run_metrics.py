@@ -56,19 +56,27 @@ def search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
 
 
 def snn_metrics(
-    net: Any, res: dict[str, Any], T: int, calib_s: float, eval_s: float
+    net: Any,
+    res: dict[str, Any],
+    T: int,
+    calib_s: float,
+    eval_s: float,
+    names: tuple[str, ...] = ("acc",),
 ) -> dict[str, float]:
+    """Scores (``snn/test/{name}_T{T}`` for the task's names), spikes, rates and times."""
     neurons = sum(s.neurons_per_sample for s in net.sites)
-    out = {
-        f"snn/test/acc_T{T}": res[f"acc_t{T}"],
+    out = {f"snn/test/{name}_T{T}": res[f"{name}_t{T}"] for name in names}
+    out |= {
         f"snn/test/spikes_T{T}": res["spikes"],
         f"snn/test/rate_T{T}": res["spikes"] / (neurons * T),
         f"snn/time/calibration_s_T{T}": calib_s,
         f"snn/time/evaluation_s_T{T}": eval_s,
     }
     for key, value in res.items():
-        if key.startswith("acc_t"):
+        if any(key.startswith(f"{name}_t") for name in names):
             out[f"snn/test/anytime_T{T}/{key}"] = value
+    for k, iou in enumerate(res.get("class_iou") or []):
+        out[f"snn/test/class{k}_iou_T{T}"] = iou
     for site, spikes in zip(net.sites, res["site_spikes"], strict=True):
         out[f"snn/test/site{site.index}_rate_T{T}"] = spikes / (site.neurons_per_sample * T)
     return out

@@ -12,6 +12,10 @@ Keys read (accuracies are fractions in [0, 1], shown as percentages with 2 decim
 - ``snn/test/mean_timesteps_T{T}``: mean steps simulated per image (< T with IAT exits);
 - ``snn/test/anytime_T{T}/acc_t{t}``: accuracy after the first t steps of a T-step run.
 
+Segmentation runs report ``miou`` (and ``pixel_acc``) where classification reports ``acc``;
+every function takes the headline ``metric`` (default: ``miou`` when such keys exist, else
+``acc``, :func:`headline_metric`) and labels the columns with it.
+
 Missing values are shown as ``-``. Building the rows is a pure function
 (:func:`results_rows`, :func:`anytime_rows`); rendering is a thin layer on top.
 """
@@ -37,8 +41,20 @@ RESULT_HEADERS = (
     "saving vs baseline",
     "mean steps",
 )
-_ACC_KEY = re.compile(r"^snn/test/acc_T(\d+)$")
-_ANYTIME_KEY = re.compile(r"^snn/test/anytime_T(\d+)/acc_t(\d+)$")
+LABELS = {"acc": "top-1", "miou": "mIoU", "pixel_acc": "pixel acc."}
+
+
+def headline_metric(metrics: Mapping[str, object]) -> str:
+    """``"miou"`` for segmentation records (an ``ann/test/miou`` or ``snn/test/miou_T*``
+    key), else ``"acc"``."""
+    seg = any(k == "ann/test/miou" or k.startswith("snn/test/miou_T") for k in metrics)
+    return "miou" if seg else "acc"
+
+
+def result_headers(metric: str = "acc") -> tuple[str, ...]:
+    """:data:`RESULT_HEADERS` with the metric's label in place of top-1."""
+    label = LABELS.get(metric, metric)
+    return tuple(h.replace("top-1", label) for h in RESULT_HEADERS)
 
 
 def _finite(value: object) -> float | None:
@@ -87,23 +103,27 @@ def fmt_share(value: object) -> str:
     return MISSING if number is None else f"{100.0 * number:+.1f}%"
 
 
-def fitted_timesteps(metrics: Mapping[str, object]) -> list[int]:
-    """Sorted T values that have a ``snn/test/acc_T{T}`` key."""
-    return sorted({int(m.group(1)) for k in metrics if (m := _ACC_KEY.match(k))})
+def fitted_timesteps(metrics: Mapping[str, object], metric: str | None = None) -> list[int]:
+    """Sorted T values that have a ``snn/test/{metric}_T{T}`` key."""
+    key = re.compile(rf"^snn/test/{metric or headline_metric(metrics)}_T(\d+)$")
+    return sorted({int(m.group(1)) for k in metrics if (m := key.match(k))})
 
 
 def results_rows(
-    metrics: Mapping[str, object], timesteps: Sequence[int] | None = None
+    metrics: Mapping[str, object],
+    timesteps: Sequence[int] | None = None,
+    metric: str | None = None,
 ) -> list[list[str]]:
-    """One row of formatted cells per T (columns as :data:`RESULT_HEADERS`).
+    """One row of formatted cells per T (columns as :func:`result_headers`).
 
-    ``timesteps`` defaults to every T found in ``snn/test/acc_T{T}`` keys.
+    ``timesteps`` defaults to every T found in ``snn/test/{metric}_T{T}`` keys.
     """
-    ts = fitted_timesteps(metrics) if timesteps is None else list(timesteps)
-    ann = metrics.get("ann/test/acc")
+    metric = metric or headline_metric(metrics)
+    ts = fitted_timesteps(metrics, metric) if timesteps is None else list(timesteps)
+    ann = metrics.get(f"ann/test/{metric}")
     rows = []
     for t in ts:
-        snn = metrics.get(f"snn/test/acc_T{t}")
+        snn = metrics.get(f"snn/test/{metric}_T{t}")
         rows.append(
             [
                 str(t),
@@ -121,17 +141,24 @@ def results_rows(
     return rows
 
 
-def anytime_rows(metrics: Mapping[str, object]) -> tuple[list[str], list[list[str]]]:
-    """Anytime accuracy: headers ``["t", "T=<T> (%)", ...]`` and one row per step t.
+def anytime_rows(
+    metrics: Mapping[str, object], metric: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Anytime score: headers ``["t", "T=<T> (%)", ...]`` and one row per step t.
 
-    Cell (t, T) is ``snn/test/anytime_T{T}/acc_t{t}`` as a percentage.
+    Cell (t, T) is ``snn/test/anytime_T{T}/{metric}_t{t}`` as a percentage.
     """
-    found = [(int(m.group(1)), int(m.group(2))) for k in metrics if (m := _ANYTIME_KEY.match(k))]
+    metric = metric or headline_metric(metrics)
+    pattern = re.compile(rf"^snn/test/anytime_T(\d+)/{metric}_t(\d+)$")
+    found = [(int(m.group(1)), int(m.group(2))) for k in metrics if (m := pattern.match(k))]
     big_ts = sorted({T for T, _ in found})
     small_ts = sorted({t for _, t in found})
     headers = ["t", *(f"T={T} (%)" for T in big_ts)]
     rows = [
-        [str(t), *(fmt_percent(metrics.get(f"snn/test/anytime_T{T}/acc_t{t}")) for T in big_ts)]
+        [
+            str(t),
+            *(fmt_percent(metrics.get(f"snn/test/anytime_T{T}/{metric}_t{t}")) for T in big_ts),
+        ]
         for t in small_ts
     ]
     return headers, rows
@@ -153,15 +180,24 @@ def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def results_table(
-    metrics: Mapping[str, object], timesteps: Sequence[int] | None = None, title: str | None = None
+    metrics: Mapping[str, object],
+    timesteps: Sequence[int] | None = None,
+    title: str | None = None,
+    metric: str | None = None,
 ) -> Table:
-    """Rich table of ANN/SNN accuracy, spikes and firing rate per T."""
-    return _rich(RESULT_HEADERS, results_rows(metrics, timesteps), title)
+    """Rich table of ANN/SNN score (top-1 or mIoU), spikes, SOPs and energy per T."""
+    metric = metric or headline_metric(metrics)
+    return _rich(result_headers(metric), results_rows(metrics, timesteps, metric), title)
 
 
-def results_markdown(metrics: Mapping[str, object], timesteps: Sequence[int] | None = None) -> str:
+def results_markdown(
+    metrics: Mapping[str, object],
+    timesteps: Sequence[int] | None = None,
+    metric: str | None = None,
+) -> str:
     """Markdown version of :func:`results_table` (right-aligned columns)."""
-    return _markdown(RESULT_HEADERS, results_rows(metrics, timesteps))
+    metric = metric or headline_metric(metrics)
+    return _markdown(result_headers(metric), results_rows(metrics, timesteps, metric))
 
 
 def anytime_table(metrics: Mapping[str, object], title: str | None = None) -> Table:

@@ -9,7 +9,10 @@
 3. ``commute_stem_maxpool``: max pooling right after a site whose input is analog
    (computed from the image alone) commutes with the ReLU, so it moves before the
    neuron exactly; max pooling anywhere else is refused (not rate-preserving).
-4. ``insert_time_expansion``: the analog prefix (nodes that depend on the image
+4. ``refuse_nonlinear``: any other non-linear op downstream of a site (GroupNorm,
+   LayerNorm, sigmoid, GELU, softmax, ...) is refused with the node's name: spike trains
+   carry rates only through ops that are linear in time.
+5. ``insert_time_expansion``: the analog prefix (nodes that depend on the image
    only) runs once per batch; a :class:`TimeExpand` repeats its output over the Tc
    timesteps of a chunk where spiking nodes consume it (direct encoding, exact).
 
@@ -39,6 +42,7 @@ CONVERSION_STEPS = (
     "fold_batchnorm",
     "place_sites",
     "commute_stem_maxpool",
+    "refuse_nonlinear",
     "insert_time_expansion",
 )
 
@@ -167,6 +171,43 @@ def commute_stem_maxpool(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+_NONLINEAR_MODULES = (
+    nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.LocalResponseNorm, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid,
+    nn.LeakyReLU, nn.ELU, nn.ReLU6, nn.PReLU, nn.Softmax, nn.LogSoftmax, nn.Mish, nn.Softplus,
+)  # fmt: skip
+_NONLINEAR_FUNCTIONS = (
+    F.group_norm, F.layer_norm, F.instance_norm, torch.sigmoid, F.sigmoid, torch.tanh,
+    F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, F.relu6, F.softmax, F.log_softmax,
+    torch.softmax, F.mish, F.softplus,
+)  # fmt: skip
+_NONLINEAR_METHODS = ("sigmoid", "tanh", "softmax", "log_softmax")
+
+
+def refuse_nonlinear(gm: fx.GraphModule) -> fx.GraphModule:
+    """Raise ConfigError("architecture") for a non-linear op that consumes spikes."""
+    dynamic = dynamic_nodes(gm)
+    for node in gm.graph.nodes:
+        if node not in dynamic or _is_site(gm, node):
+            continue
+        module = _module(gm, node)
+        bad = (
+            isinstance(module, _NONLINEAR_MODULES)
+            or (node.op == "call_function" and node.target in _NONLINEAR_FUNCTIONS)
+            or (node.op == "call_method" and node.target in _NONLINEAR_METHODS)
+        )
+        if bad:
+            what = type(module).__name__ if module is not None else str(node.target)
+            raise ConfigError(
+                "architecture",
+                f"node '{node.name}' ({what}) is non-linear and sits after a spiking layer; a "
+                "converted network may only have ReLUs (the neurons) and ops linear in time "
+                "between its layers. Replace it in the model (e.g. GroupNorm/LayerNorm by "
+                "BatchNorm, other activations by ReLU) and retrain.",
+            )
+    return gm
+
+
 def insert_time_expansion(gm: fx.GraphModule, example: Tensor) -> fx.GraphModule:
     """Insert a :class:`TimeExpand` on every edge from an analog tensor to a spiking node."""
     ShapeProp(gm).propagate(example)
@@ -209,6 +250,7 @@ def convert(model: nn.Module, neuron: IFNeuron, example: Tensor) -> SpikingNetwo
         "fold_batchnorm": fold_batchnorm,
         "place_sites": lambda g: place_sites(g, neuron),
         "commute_stem_maxpool": commute_stem_maxpool,
+        "refuse_nonlinear": refuse_nonlinear,
         "insert_time_expansion": lambda g: insert_time_expansion(g, example),
     }
     for name in CONVERSION_STEPS:
@@ -296,4 +338,5 @@ __all__ = [
     "fold_batchnorm",
     "insert_time_expansion",
     "place_sites",
+    "refuse_nonlinear",
 ]
