@@ -79,3 +79,43 @@ def test_bad_scheduler_is_a_config_error():
     with pytest.raises(ConfigError) as err:
         ANNClassifier(_model(), scheduler="step")
     assert err.value.key == "ann.scheduler"
+
+
+@pytest.mark.parametrize("scheduler", ["poly", "cosine"])
+def test_segmenter_schedule_spans_every_optimiser_step(scheduler):
+    """poly: lr_i = lr·(1 − i/I)^0.9 per step over I = the trainer's stepping batches."""
+    import math
+    from types import SimpleNamespace
+
+    from adacal.lightning import ANNSegmenter
+
+    module = ANNSegmenter(torch.nn.Conv2d(3, 4, 1), num_classes=4, lr=0.01, scheduler=scheduler)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    for i in range(10):
+        expected = (
+            0.01 * (1 - i / 10) ** 0.9
+            if scheduler == "poly"
+            else 0.005 * (1 + math.cos(math.pi * i / 10))
+        )
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
+        opt.step()
+        sched.step()
+
+
+def test_segmenter_loss_ignores_void_pixels():
+    from adacal.lightning import ANNSegmenter
+
+    torch.manual_seed(0)
+    module = ANNSegmenter(torch.nn.Conv2d(3, 4, 1), num_classes=4, ignore_index=255)
+    x = torch.randn(2, 3, 5, 5)
+    y = torch.randint(0, 4, (2, 5, 5))
+    y_void = y.clone()
+    y_void[:, :2] = 255
+    loss_void, _, _ = module._loss((x, y_void))
+    logits = module(x)
+    keep = y_void != 255
+    expected = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], y[keep])
+    assert loss_void.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -162,3 +162,25 @@ def test_iat_run_gives_a_row_without_and_with_exits(tmp_path):
     assert [label for label, _ in runs] == ["adafire + ssc", "adafire + ssc + iat"]
     assert runs[0][1]["snn/test/acc_T4"] == 0.81 and runs[0][1]["ann/test/acc"] == 0.9
     assert runs[1][1]["snn/test/mean_timesteps_T4"] == 2.0
+
+
+def test_segmentation_records_are_tabled_by_miou():
+    """A record with miou keys is labelled and scored by mIoU (acc keys are not read)."""
+    from adacal.reporting.methods import methods_markdown
+
+    seg = {
+        "ann/test/miou": 0.6,
+        "ann/test/pixel_acc": 0.9,
+        "snn/test/miou_T8": 0.55,
+        "snn/test/pixel_acc_T8": 0.88,
+        "snn/test/anytime_T8/miou_t4": 0.3,
+        "snn/test/anytime_T8/miou_t8": 0.55,
+        "snn/test/energy_uj_T8": 10.0,
+    }
+    md = results_markdown(seg)
+    assert md.splitlines()[0].startswith("| T | ANN mIoU (%) | SNN mIoU (%) | Δ vs ANN (pp)")
+    assert md.splitlines()[2].startswith("| 8 | 60.00 | 55.00 | -5.00 |")
+    assert anytime_markdown(seg).splitlines()[2] == "| 4 | 30.00 |"
+    table = methods_markdown([("if", seg)], [8], baseline="if").splitlines()
+    assert table[0].startswith("| T | method | mIoU (%) | Δ vs ANN (pp) |")
+    assert table[2].startswith("| 8 | if | 55.00 | -5.00 |")

@@ -398,3 +398,15 @@ def test_iou_by_hand():
     scores = MeanIoU(3).scores({"confusion": confusion.unsqueeze(0)}, [7])
     assert scores["miou_t7"] == pytest.approx(1 / 3)
     assert scores["pixel_acc_t7"] == pytest.approx(7 / 11)
+
+
+def test_fpn_takes_one_decoder_width_and_refuses_a_short_encoder():
+    """smp's FPN names its widths decoder_pyramid/segmentation_channels and returns a wrong
+    output size below encoder depth 5: the builder maps the one width and refuses the depth."""
+    narrow = segmentation_model("fpn", num_classes=5, decoder_channels=64)
+    wide = segmentation_model("fpn", num_classes=5)
+    assert narrow.decoder.p5.out_channels == 64
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    with pytest.raises(ConfigError) as err:
+        segmentation_model("fpn", num_classes=5, encoder_depth=4)
+    assert err.value.key == "architecture.encoder_depth"

