@@ -3,9 +3,10 @@
 # images, CPU: SNN Calibration baseline (IF + light) vs burst φ=4 vs AdaFire vs AdaFire + SSC,
 # T = 4, 8, 16, 32, 64, mIoU, SOPs and energy per image, saving vs the IF baseline.
 #
-# One run gives both AdaFire rows: it searches φ (4 search images, per-pixel symmetric KL),
-# evaluates the network before SSC (compression.compare_uncompressed), compresses and
-# evaluates it again. Two lanes of one thread each (a 2-core machine).
+# One run gives both AdaFire rows: it searches φ (2 search images x 27,648 pixels, per-pixel
+# symmetric KL), evaluates the network before SSC (compression.compare_uncompressed),
+# compresses (SSC on a coarser grid of 9 ratios) and evaluates it again. Two lanes of one
+# thread each (a 2-core machine).
 #
 #   mkdir -p data && tar -xzf ../shared/data/camvid.tar.gz -C data/
 #   bash experiments/scripts/camvid_table.sh
@@ -18,6 +19,7 @@ mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 (
   $PY run.py "${COMMON[@]}" neuron=adafire compression=ssc compression.compare_uncompressed=true \
+    "compression.ratios=[1.0,1.25,1.5,2.0,2.5,3.0,4.0,6.0,10.0]" \
     snn.compare_baseline=false hydra.run.dir="$OUT/adafire_ssc"
 ) > "$OUT/lane_a.log" 2>&1 &
 (
