@@ -248,3 +248,23 @@ def test_unknown_metric_is_refused_everywhere(net, digits):
         simulate_early_exit(net, digits["x_test"][:2], T, torch.ones(T), "margin")
     with pytest.raises(ConfigError, match="inference.confidence"):
         SNNEvaluator(net, TensorDataset(digits["x_test"][:2]), T=T, confidence="margin")
+
+
+def test_dense_confidence_is_the_mean_of_the_pixel_confidences():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 4, 6)
+    for metric in ("entropy", "maxprob"):
+        per_pixel = confidence(logits.permute(0, 2, 3, 1).reshape(-1, 5), metric).reshape(3, -1)
+        torch.testing.assert_close(confidence(logits, metric), per_pixel.mean(1))
+
+
+def test_pixel_accuracy_weighting_reduces_to_the_paper_for_classification():
+    """correctness: {0, 1} per sample for [S, B, K]; pixel accuracy (void ignored) for dense."""
+    from adacal.adaptive.iat import correctness
+
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]])  # [S=1, B=3, K=2]
+    assert correctness(logits, torch.tensor([0, 0, 0])).tolist() == [[1.0, 0.0, 1.0]]
+    dense = torch.zeros(1, 2, 2, 2, 2)  # [S, B, K, H, W]: class 1 everywhere
+    dense[:, :, 1] = 1.0
+    y = torch.tensor([[[1, 1], [0, 255]], [[255, 255], [255, 255]]])
+    assert correctness(dense, y).tolist() == [[2 / 3, 0.0]]  # 2 of 3 labelled; none labelled

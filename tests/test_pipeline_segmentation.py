@@ -92,11 +92,23 @@ def test_adafire_and_ssc_search_with_per_pixel_kl(compose_config, tmp_path, shap
     assert m["snn/uncompressed/miou_T4"] > base
 
 
-def test_iat_is_refused_for_segmentation(compose_config, tmp_path):
-    with pytest.raises(ConfigError) as err:
-        _run(compose_config, tmp_path, ["inference=iat"])
-    assert err.value.key == "inference" and "inference=fixed" in str(err.value)
-    assert read_metrics(tmp_path)["status"] == "failed"
+def test_iat_exits_early_per_image(compose_config, tmp_path, shapes_checkpoint):
+    """IAT on dense outputs: an image exits when the mean per-pixel confidence passes η_t."""
+    m, _ = _run(compose_config, tmp_path, [
+        f"ann.checkpoint={shapes_checkpoint}", "snn.T=[16]", "snn.anytime=[16]",
+        "inference=iat", "inference.fit_batches=2", "inference.batch_size=16", "inference.a=0.5",
+        "inference.b=0.2",
+        "snn.compare_baseline=false",
+    ])  # fmt: skip
+    exits = [m[f"snn/test/exit_t{t}_T16"] for t in range(1, 17)]
+    assert sum(exits) == pytest.approx(1.0)
+    mean = sum(t * share for t, share in enumerate(exits, start=1))
+    assert m["snn/test/mean_timesteps_T16"] == pytest.approx(mean) and mean < 16
+    assert m["snn/test/sops_T16"] < m["snn/full/sops_T16"]  # exited images cost nothing more
+    assert m["snn/test/miou_T16"] > 0.5 and m["snn/full/miou_T16"] > 0.5
+    record = json.loads((tmp_path / "adaptive_T16.json").read_text())
+    eta = record["iat"]["eta"]
+    assert len(eta) == 16 and all(0.5 < e <= 0.7 + 1e-6 for e in eta)
 
 
 @pytest.mark.parametrize(
@@ -138,3 +150,13 @@ def test_voc_paper_config_runs_a_two_step_smoke_run(compose_config, tmp_path):
     assert 0 <= m["ann/test/miou"] <= 1 and 0 <= m["snn/test/miou_T2"] <= 1
     assert (tmp_path / "ann.pt").is_file() and (tmp_path / "ann.pt.sha256").is_file()
     assert (tmp_path / "lightning_checkpoints" / "last.ckpt").is_file()
+
+
+def test_imagenet_encoder_weights_offline_name_the_key():
+    """HF_HUB_OFFLINE=1 (conftest): the opt-in download fails with the key and what to do."""
+    from adacal.models.segmentation import segmentation_model
+
+    with pytest.raises(ConfigError) as err:
+        segmentation_model("deeplabv3plus", encoder_weights="imagenet", num_classes=3)
+    assert err.value.key == "architecture.encoder_weights"
+    assert "encoder_weights=null" in str(err.value)

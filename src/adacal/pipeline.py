@@ -177,7 +177,7 @@ def evaluate(
     """Test-set pass through :class:`SNNEvaluator` (T = 0: the ANN; IAT with exit thresholds)."""
     extra: dict[str, Any] = {"scorer": scorer(cfg)}
     if exit_thresholds is not None:
-        extra = {"exit_thresholds": exit_thresholds, "confidence": cfg.inference.confidence}
+        extra.update(exit_thresholds=exit_thresholds, confidence=cfg.inference.confidence)
     evaluator = SNNEvaluator(
         net,
         datamodule.test_set,

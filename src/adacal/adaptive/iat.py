@@ -14,6 +14,12 @@ The exit thresholds are fitted on training images (Wang et al., AAAI 2025):
 where Ē_t is the mean uncertainty 1 − c_t of the samples classified correctly after t
 steps (the normalised entropy for ``"entropy"``). So η_t ∈ (a, a + b]; the step with the
 lowest mean uncertainty gets a + b. The paper uses a = 0.6, b = 0.4 on CIFAR.
+
+Dense outputs (segmentation, logits [B, K, H, W]; our extension, the paper classifies only):
+an image's confidence is the mean of its pixels' confidences, c_t = mean_p c_t(p), and an
+image counts as correct in proportion to its pixel accuracy acc_t (labelled pixels only):
+Ē_t = Σ_i acc_t(i)·(1 − c_t(i)) / Σ_i acc_t(i). For [B, K] outputs acc ∈ {0, 1}, so this is
+exactly the definition above.
 """
 
 from __future__ import annotations
@@ -46,8 +52,12 @@ def confidence(logits: Tensor, metric: str) -> Tensor:
 
     ``"entropy"``: c = 1 − H(p) / log K with p = softmax(logits), H(p) = −Σ_k p_k log p_k
     (0 for uniform p, 1 for one-hot p). ``"maxprob"``: c = max_k p_k.
+    Dense logits [B, K, H, W]: the mean over pixels of the per-pixel confidence.
     """
     check_metric(metric)
+    if logits.dim() > 2:  # [B, K, *spatial]: per pixel, then averaged per image
+        per_pixel = confidence(logits.movedim(1, -1).reshape(-1, logits.shape[1]), metric)
+        return per_pixel.reshape(logits.shape[0], -1).mean(1)
     log_p = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     if metric == "maxprob":
         return log_p.max(-1).values.exp()
@@ -56,6 +66,18 @@ def confidence(logits: Tensor, metric: str) -> Tensor:
         return torch.ones_like(log_p[..., 0])
     entropy = -(log_p.exp() * log_p).sum(-1)
     return (1 - entropy / math.log(K)).clamp(0.0, 1.0)
+
+
+def correctness(logits: Tensor, y: Tensor, ignore_index: int = 255) -> Tensor:
+    """Share of each sample's labels predicted right: [S, B, K] with y [B] -> {0, 1} [S, B];
+    [S, B, K, H, W] with y [B, H, W] -> pixel accuracy [S, B] (``ignore_index`` not counted;
+    an image without labelled pixels counts 0)."""
+    right = (logits.argmax(2) == y.unsqueeze(0)).to(torch.float64)
+    if right.dim() == 2:
+        return right
+    valid = (y != ignore_index).unsqueeze(0).expand_as(right).to(torch.float64)
+    dims = tuple(range(2, right.dim()))
+    return (right * valid).sum(dims) / valid.sum(dims).clamp_min(1)
 
 
 def exit_thresholds_from_entropy(mean_entropy: Tensor, a: float, b: float) -> Tensor:
@@ -79,7 +101,8 @@ def fit_exit_thresholds(
 
     Simulates all T steps in batches; Ē_t [T] is the mean uncertainty 1 − c_t over the
     samples whose prediction after t steps is correct (all samples at a t where none is),
-    and η_t = a + b · exp(min_s Ē_s − Ē_t) (:func:`exit_thresholds_from_entropy`).
+    and η_t = a + b · exp(min_s Ē_s − Ē_t) (:func:`exit_thresholds_from_entropy`). Dense
+    outputs: labels [N, H, W], samples weighted by their pixel accuracy (module docstring).
     """
     check_metric(metric)
     if T < 1 or len(images) == 0:
@@ -87,12 +110,12 @@ def fit_exit_thresholds(
     device = _device(net)
     sums = torch.zeros(3, T, dtype=torch.float64)  # Σ unc over correct, # correct, Σ unc
     for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        out = anytime_logits(simulate(net, x.to(device), T, chunk))  # [T, B, K]
-        unc = 1 - confidence(out.reshape(-1, out.shape[-1]), metric).reshape(T, -1)
-        right = (out.argmax(-1) == y.to(device).unsqueeze(0)).to(unc.dtype)
+        out = anytime_logits(simulate(net, x.to(device), T, chunk))  # [T, B, K, ...]
+        unc = 1 - confidence(out.flatten(0, 1), metric).reshape(T, -1)
+        right = correctness(out, y.to(device)).to(unc.dtype)
         sums += torch.stack([(unc * right).sum(1), right.sum(1), unc.sum(1)]).double().cpu()
     mean_all = sums[2] / len(images)
-    mean = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1), mean_all)
+    mean = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1e-12), mean_all)
     return exit_thresholds_from_entropy(mean, a, b).float()
 
 
@@ -212,6 +235,7 @@ __all__ = [
     "IATPolicy",
     "check_metric",
     "confidence",
+    "correctness",
     "exit_thresholds_from_entropy",
     "fit_exit_thresholds",
     "simulate_early_exit",

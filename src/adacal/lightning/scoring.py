@@ -67,7 +67,7 @@ class MeanIoU:
     ``class_iou`` [K] at the last step."""
 
     names = ("miou", "pixel_acc")
-    supports_exit = False
+    supports_exit = True  # IAT: per-image confidence = mean over pixels (adaptive.iat)
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         self.num_classes = int(num_classes)
