@@ -16,7 +16,11 @@ from adacal.pipeline import run
 ARCHIVE = "cifar10-jpeg.tar.gz"
 # Measured on the CPU with exactly the overrides below (1,000 test images of the fixed
 # test_limit permutation, 64 calibration images, light calibration, MSE thresholds, T=32).
-EXPECTED = {"ann/test/acc": 0.880, "snn/test/acc_T32": 0.864}
+# Bias calibration reuses the simulated prefix and runs all 32 steps as one chunk; with
+# calibration.steps.0.reuse_prefix=false (chunks of snn.chunk = 8 steps) the same check
+# measures 0.864: convolutions on other batch shapes round differently and 3 of the 1,000
+# images change class.
+EXPECTED = {"ann/test/acc": 0.880, "snn/test/acc_T32": 0.867}
 
 
 @pytest.fixture(scope="module")
