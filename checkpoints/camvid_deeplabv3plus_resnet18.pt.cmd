@@ -1,0 +1,1 @@
+python run.py experiment=camvid_deeplabv3plus_resnet18 ann.checkpoint=null stages=[ann] ann.export_to=checkpoints/camvid_deeplabv3plus_resnet18.pt ann.export_dtype=float16 logger=csv hydra.run.dir=outputs/camvid_train trainer.enable_progress_bar=false
