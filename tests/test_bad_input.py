@@ -284,3 +284,17 @@ def test_unreachable_spike_budget_fails_the_run(compose_config, tiny_overrides, 
     err = run_fails(compose_config, overrides, tmp_path, "neuron.rho")
     assert "smallest achievable" in err.detail
     assert read_metrics(tmp_path)["status"] == "failed"
+
+
+def test_bad_segmentation_value_exits_with_status_2(repo_root, tmp_path):
+    """Through run.py: a crop that is not a multiple of the encoder's stride stops the job with
+    one line naming dataset.crop_size, status 2, and a failed record (no results table)."""
+    run_dir = tmp_path / "run"
+    overrides = ["experiment=shapes_deeplabv3plus_resnet18", "dataset.crop_size=[36,36]",
+                 "logger=none"]  # fmt: skip
+    proc = _subprocess(repo_root, overrides, run_dir)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "dataset.crop_size" in proc.stderr and "output stride 8" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_not_ok(run_dir)
+    assert not (run_dir / "results.md").exists()

@@ -7,14 +7,12 @@ README says); skipped only when that archive is absent.
 
 from __future__ import annotations
 
-import tarfile
-
 import pytest
 
+from _archives import extracted_archive
 from adacal.pipeline import run
 from adacal.reporting import read_metrics
 
-ARCHIVE = "camvid.tar.gz"
 # Measured on the CPU with exactly the overrides below (16 test images of the fixed test_limit
 # permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).
 EXPECTED = {"ann/test/miou": 0.4002, "snn/test/miou_T16": 0.3421}
@@ -22,15 +20,7 @@ EXPECTED = {"ann/test/miou": 0.4002, "snn/test/miou_T16": 0.3421}
 
 @pytest.fixture(scope="module")
 def camvid_root(repo_root):
-    archive = repo_root.parent / "shared" / "data" / ARCHIVE
-    if not archive.exists():
-        pytest.skip(f"{archive} is absent: the real CamVid archive is needed for this check")
-    root = repo_root / "data" / "camvid"
-    if not (root / "testannot").is_dir() or not (root / "trainannot").is_dir():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(root.parent, filter="data")
-    return root
+    return extracted_archive(repo_root, "camvid.tar.gz", "camvid", ("trainannot", "testannot"))
 
 
 def test_committed_camvid_model_matches_measured_miou(camvid_root, compose_config, tmp_path):

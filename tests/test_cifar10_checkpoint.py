@@ -7,13 +7,12 @@ as the README says). Measured values (CPU, this configuration): see ``EXPECTED``
 from __future__ import annotations
 
 import json
-import tarfile
 
 import pytest
 
+from _archives import extracted_archive
 from adacal.pipeline import run
 
-ARCHIVE = "cifar10-jpeg.tar.gz"
 # Measured on the CPU with exactly the overrides below (1,000 test images of the fixed
 # test_limit permutation, 64 calibration images, light calibration, MSE thresholds, T=32).
 # Bias calibration reuses the simulated prefix and runs all 32 steps as one chunk; with
@@ -25,15 +24,7 @@ EXPECTED = {"ann/test/acc": 0.880, "snn/test/acc_T32": 0.867}
 
 @pytest.fixture(scope="module")
 def cifar_root(repo_root):
-    archive = repo_root.parent / "shared" / "data" / ARCHIVE
-    if not archive.exists():
-        pytest.skip(f"{archive} is absent: the real CIFAR-10 archive is needed for this check")
-    root = repo_root / "data" / "cifar10"
-    if not (root / "test").is_dir() or not (root / "train").is_dir():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(root.parent, filter="data")
-    return root
+    return extracted_archive(repo_root, "cifar10-jpeg.tar.gz", "cifar10", ("train", "test"))
 
 
 def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config, tmp_path):

@@ -57,7 +57,94 @@ def check_positive(key: str, value: int) -> int:
     return int(value)
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """What every datamodule here shares: the loader settings, the train / val / test loaders
+    (``val`` is the test set) over ``train_set`` / ``test_set``, and the fixed calibration
+    subset drawn from ``train_eval_set`` (the training images with the test-time transform).
+    Subclasses fill the three datasets in ``setup``."""
+
+    drop_last_train = False  # segmentation sets True: BatchNorm on a training batch of one
+    size_key = "dataset.image_size"  # the config key that fixes the calibration images' size
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        test_limit: int | None,
+        train_limit: int | None,
+        seed: int,
+        pin_memory: bool | None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_positive("dataset.batch_size", batch_size)
+        self.eval_batch_size = check_positive(
+            "dataset.eval_batch_size", eval_batch_size or batch_size
+        )
+        if int(num_workers) < 0:
+            raise ConfigError("dataset.num_workers", f"must be >= 0, got {num_workers}")
+        self.num_workers = int(num_workers)
+        self.test_limit = test_limit
+        self.train_limit = train_limit
+        self.seed = int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.mean: Sequence[float] = ()
+        self.std: Sequence[float] = ()
+        self.train_set: Dataset | None = None
+        self.train_eval_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _loader(self, train: bool, batch_size: int) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.train_set if train else self.test_set,
+            batch_size=batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=train and self.drop_last_train,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(False, self.eval_batch_size)
+
+    def calibration_set(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` training images with the test-time transform: (images float ``[n, C, H, W]``
+        normalised, labels long ``[n]`` (classification) or ``[n, H, W]`` (segmentation),
+        indices long ``[n]`` into the (limited) training set).
+
+        Drawn by ``torch.randperm`` with its own ``torch.Generator().manual_seed(seed)``, so every
+        process and every run with the same seed gets the same subset.
+        """
+        self.setup()
+        assert self.train_eval_set is not None
+        total = len(self.train_eval_set)
+        if not 0 < n <= total:
+            raise ConfigError(
+                "calibration.num_samples", f"needs 1..{total} images (training set size), got {n}"
+            )
+        indices = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
+        items = [self.train_eval_set[i] for i in indices.tolist()]
+        shapes = sorted({tuple(x.shape) for x, _ in items})
+        if len(shapes) > 1:
+            raise ConfigError(
+                self.size_key,
+                f"training images differ in size {shapes[:3]}; set {self.size_key} so "
+                "calibration batches can be stacked",
+            )
+        images = torch.stack([x for x, _ in items])
+        labels = torch.stack([torch.as_tensor(y, dtype=torch.long) for _, y in items])
+        return images, labels, indices
+
+
+class ClassificationDataModule(SplitDataModule):
     """Base: subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std`` and
     implement ``_build() -> (train, train_eval, test)`` datasets
     (``train_eval`` = the training images with the test-time transform).
@@ -77,24 +164,10 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
-        self.batch_size = check_positive("dataset.batch_size", batch_size)
-        self.eval_batch_size = check_positive(
-            "dataset.eval_batch_size", eval_batch_size or batch_size
+        super().__init__(
+            batch_size, eval_batch_size, num_workers, test_limit, train_limit, seed, pin_memory
         )
-        if int(num_workers) < 0:
-            raise ConfigError("dataset.num_workers", f"must be >= 0, got {num_workers}")
-        self.num_workers = int(num_workers)
         self.augment = augment_options(augment, augment_defaults)
-        self.test_limit = test_limit
-        self.train_limit = train_limit
-        self.seed = int(seed)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.mean: Sequence[float] = ()
-        self.std: Sequence[float] = ()
-        self.train_set: Dataset | None = None
-        self.train_eval_set: Dataset | None = None
-        self.test_set: Dataset | None = None
 
     # -- subclass hook -----------------------------------------------------------------
     def _build(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -120,45 +193,3 @@ class ClassificationDataModule(L.LightningDataModule):
         if idx is not None:
             test = Subset(test, idx.tolist())
         self.train_set, self.train_eval_set, self.test_set = train, train_eval, test
-
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            self.setup()
-            return self._loader(self.train_set if shuffle else self.test_set, batch_size, shuffle)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
-
-    def calibration_set(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``n`` training images with the test-time transform: (images float ``[n, C, H, W]``
-        normalised, labels long ``[n]``, indices long ``[n]`` into the (limited) training set).
-
-        Drawn by ``torch.randperm`` with its own ``torch.Generator().manual_seed(seed)``, so every
-        process and every run with the same seed gets the same subset.
-        """
-        self.setup()
-        assert self.train_eval_set is not None
-        total = len(self.train_eval_set)
-        if not 0 < n <= total:
-            raise ConfigError(
-                "calibration.num_samples", f"needs 1..{total} images (training set size), got {n}"
-            )
-        indices = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
-        items = [self.train_eval_set[i] for i in indices.tolist()]
-        images = torch.stack([x for x, _ in items])
-        labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
-        return images, labels, indices

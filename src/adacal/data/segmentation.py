@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from adacal.data.base import check_positive, limit_indices
+from adacal.data.base import SplitDataModule, limit_indices
 from adacal.data.transforms import normalise
 from adacal.errors import ConfigError
 
@@ -132,7 +131,7 @@ class SegmentationDataset(Dataset):
         return self.transform(self.images[index], self.labels[index])
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(SplitDataModule):
     """Base: subclasses set ``num_classes``, ``mean``, ``std``, ``class_names`` and implement
     ``_load() -> (train_images, train_labels, test_images, test_labels)`` as lists of uint8
     tensors (labels with void = ``IGNORE_INDEX``). ``val_dataloader`` is the test split.
@@ -144,6 +143,8 @@ class SegmentationDataModule(L.LightningDataModule):
     name = "segmentation"
     in_channels = 3
     ignore_index = IGNORE_INDEX
+    drop_last_train = True  # BatchNorm: no training batch of one
+    size_key = "dataset.eval_size"
 
     def __init__(
         self,
@@ -161,7 +162,9 @@ class SegmentationDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            batch_size, eval_batch_size, num_workers, test_limit, train_limit, seed, pin_memory
+        )
         self.crop_size = as_size(crop_size, "dataset.crop_size")
         self.eval_size = as_size(eval_size, "dataset.eval_size")
         if eval_mode not in EVAL_MODES:
@@ -170,20 +173,8 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ConfigError("dataset.scale", f"must be [min, max] with 0 < min <= max: {scale}")
         self.scale = (float(scale[0]), float(scale[1]))
         self.flip, self.pad, self.eval_mode = bool(flip), bool(pad), eval_mode
-        self.batch_size = check_positive("dataset.batch_size", batch_size)
-        self.eval_batch_size = check_positive(
-            "dataset.eval_batch_size", eval_batch_size or batch_size
-        )
-        if int(num_workers) < 0:
-            raise ConfigError("dataset.num_workers", f"must be >= 0, got {num_workers}")
-        self.num_workers = int(num_workers)
-        self.train_limit, self.test_limit, self.seed = train_limit, test_limit, int(seed)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.mean: Sequence[float] = (0.485, 0.456, 0.406)
-        self.std: Sequence[float] = (0.229, 0.224, 0.225)
-        self.train_set: Dataset | None = None
-        self.train_eval_set: Dataset | None = None
-        self.test_set: Dataset | None = None
+        self.mean = (0.485, 0.456, 0.406)
+        self.std = (0.229, 0.224, 0.225)
 
     def _load(self) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         raise NotImplementedError
@@ -242,49 +233,3 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"image after scaling by {self.scale[0]} ({sh}x{sw}) and dataset.pad=false; "
                 f"use a crop of at most [{sh},{sw}], raise dataset.scale, or set dataset.pad=true",
             )
-
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,  # BatchNorm: no training batch of one
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
-
-    def calibration_set(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``n`` training images at the evaluation resolution: (float ``[n, 3, H, W]``,
-        labels long ``[n, H, W]``, indices long ``[n]``), a fixed ``randperm`` by ``seed``."""
-        self.setup()
-        assert self.train_eval_set is not None
-        total = len(self.train_eval_set)
-        if not 0 < n <= total:
-            raise ConfigError(
-                "calibration.num_samples", f"needs 1..{total} images (training set size), got {n}"
-            )
-        indices = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))[:n]
-        items = [self.train_eval_set[i] for i in indices.tolist()]
-        shapes = {tuple(x.shape) for x, _ in items}
-        if len(shapes) > 1:
-            raise ConfigError(
-                "dataset.eval_size",
-                f"training images differ in size {sorted(shapes)[:3]}; set dataset.eval_size "
-                "so calibration batches can be stacked",
-            )
-        return (
-            torch.stack([x for x, _ in items]),
-            torch.stack([y for _, y in items]),
-            indices,
-        )

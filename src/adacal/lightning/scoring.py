@@ -2,7 +2,8 @@
 
 A scorer turns rate-coded outputs after each reported step, ``logits [S, B, K, ...]``, and the
 labels into fixed-shape count tensors (summed over batches and processes), and the summed
-counts into named scores ``{name}_t{t}``. ``names[0]`` is the task's headline metric.
+counts into named scores ``{name}_t{t}`` (and per-class lists, ``extras``). ``names[0]`` is
+the task's headline metric.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Scorer(Protocol):
 
     def scores(self, counts: dict[str, Tensor], steps: list[int]) -> dict[str, float]: ...
 
+    def extras(self, counts: dict[str, Tensor]) -> dict[str, list[float]]: ...
+
 
 class TopOne:
     """Classification: ``acc_t{t}`` = fraction of samples whose argmax is the label."""
@@ -42,6 +45,9 @@ class TopOne:
     def scores(self, counts: dict[str, Tensor], steps: list[int]) -> dict[str, float]:
         n = float(counts["samples"].item())
         return {f"acc_t{t}": float(counts["correct"][i].item()) / n for i, t in enumerate(steps)}
+
+    def extras(self, counts: dict[str, Tensor]) -> dict[str, list[float]]:
+        return {}
 
 
 def iou_from_confusion(confusion: Tensor) -> Tensor:
@@ -96,5 +102,6 @@ class MeanIoU:
             out[f"pixel_acc_t{t}"] = float((c.diagonal().sum() / c.sum().clamp_min(1)).item())
         return out
 
-    def class_iou(self, counts: dict[str, Tensor]) -> list[float]:
-        return iou_from_confusion(counts["confusion"][-1]).tolist()
+    def extras(self, counts: dict[str, Tensor]) -> dict[str, list[float]]:
+        """``class_iou`` [K] at the last reported step (NaN: class absent)."""
+        return {"class_iou": iou_from_confusion(counts["confusion"][-1]).tolist()}

@@ -167,9 +167,7 @@ class SNNEvaluator(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         c = self.counts.totals()
         n = float(c["samples"].item())
-        self.results = dict(self.scorer.scores(c, self.steps))
-        if hasattr(self.scorer, "class_iou"):
-            self.results["class_iou"] = self.scorer.class_iou(c)
+        self.results = {**self.scorer.scores(c, self.steps), **self.scorer.extras(c)}
         if self.exit_thresholds is not None:
             head = self.scorer.names[0]
             self.results.update(
