@@ -35,6 +35,7 @@ def test_groups_are_enumerated():
         "experiment",
         "inference",
         "logger",
+        "method",
         "neuron",
         "paths",
         "task",
@@ -208,14 +209,37 @@ def test_paths_follow_hydra_runtime(compose_config, tmp_path, monkeypatch, optio
         HydraConfig.instance().cfg = None
 
 
+@pytest.mark.parametrize("option", options("method"))
+def test_method_selects_neuron_compression_inference(compose_config, tmp_path, option):
+    """A method option is a table row: its neuron × compression × inference, named alike."""
+    from adacal.reporting.records import method_label
+
+    cfg = compose_config([f"method={option}"], output_dir=tmp_path)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    expected = {
+        "if": "if",
+        "burst": "burst φ=4",
+        "adafire": "adafire",
+        "adafire_ssc": "adafire + ssc",
+        "adafire_ssc_iat": "adafire + ssc + iat",
+    }
+    assert method_label(config) == expected[option]
+    if cfg.compression.name == "ssc":  # one run also gives the rows before compression
+        assert cfg.compression.compare_uncompressed
+    if cfg.inference.name == "iat":
+        assert cfg.inference.compare_full
+
+
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_composes_and_builds(compose_config, tmp_path, option):
     cfg = compose_config([f"experiment={option}"], output_dir=tmp_path)
     assert cfg.experiment_name == option
-    # every experiment is named [ablation_<axis>_]<dataset>_<architecture> and selects those
-    assert option.endswith(f"{cfg.dataset.name}_{cfg.architecture.name}")
-    assert option == f"{cfg.dataset.name}_{cfg.architecture.name}" or option.startswith("ablation_")
-    assert cfg.dataset.name in cfg.tags and cfg.architecture.name in cfg.tags
+    # every experiment is named [ablation_<axis>_|adaptive_]<dataset>_<architecture> and selects
+    # those (an architecture named for its data set, vgg16_imagenet, drops the suffix)
+    arch = cfg.architecture.name.removesuffix(f"_{cfg.dataset.name}")
+    assert option.endswith(f"{cfg.dataset.name}_{arch}")
+    assert option == f"{cfg.dataset.name}_{arch}" or option.startswith(("ablation_", "adaptive_"))
+    assert cfg.dataset.name in cfg.tags and arch in cfg.tags
     dm = instantiate(cfg.dataset)  # built, not set up (needs the data files)
     assert dm.num_classes == cfg.dataset.num_classes
     if cfg.architecture.get("pretrained"):

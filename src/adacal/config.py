@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
 from adacal.errors import ConfigError
+from adacal.resume import AUTO, resume_plan
 
 STAGES = ("ann", "snn")
 
@@ -60,6 +62,9 @@ def validate(cfg: DictConfig) -> None:
             "no checkpoint given and ann.train=false: "
             "pass ann.checkpoint=<state dict> or ann.train=true",
         )
+    resume = cfg.ann.get("resume")
+    if not cfg.ann.checkpoint and resume not in (None, "", AUTO):
+        resume_plan(resume, Path.cwd())  # a missing ann.resume file fails here, before any work
 
 
 def command_line() -> str:

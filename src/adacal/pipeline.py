@@ -39,6 +39,7 @@ from adacal.lightning import SNNEvaluator
 from adacal.metrics import energy
 from adacal.models.segmentation import check_input_size
 from adacal.reporting.run_metrics import energy_metrics, search_metrics, snn_metrics
+from adacal.resume import resume_plan
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
 from adacal.snn.runtime import tune_cpu_allocator
@@ -92,6 +93,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if logger is not None:
             logger.log_hyperparams(resolved)
             logger.log_metrics(metrics)
+            if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
+                from adacal.reporting import wandb_log
+
+                wandb_log.log_run(logger.experiment, metrics, names)  # curves against T
+                if cfg.logger.get("log_model") and (out_dir / "ann.pt").is_file():
+                    wandb_log.log_checkpoint(
+                        logger.experiment,
+                        out_dir / "ann.pt",
+                        wandb_log.artifact_name("ann", cfg.dataset.name, cfg.architecture.name),
+                        {
+                            "experiment": cfg.experiment_name,
+                            "dataset": cfg.dataset.name,
+                            "architecture": cfg.architecture.name,
+                            "seed": cfg.seed,
+                            "command": extra["command"],
+                        },
+                    )
         if rank_zero_only.rank == 0:
             reporting.write_metrics(out_dir, metrics, resolved, extra)
             print_tables(metrics, cfg, out_dir)
@@ -142,9 +160,21 @@ def _trainer(cfg: DictConfig, logger: Any = None, **overrides: Any) -> L.Trainer
 def prepare_ann(
     cfg: DictConfig, model: torch.nn.Module, datamodule: Any, logger: Any, out_dir: Path
 ) -> str | None:
-    """Load the ANN checkpoint (hash-checked) or train the ANN; returns the state dict's sha256."""
+    """Load the ANN checkpoint (hash-checked) or train the ANN; returns the state dict's sha256.
+
+    Training starts as ``ann.resume`` says (:func:`adacal.resume.resume_plan`): with ``auto``
+    a requeued job loads the ann.pt an earlier attempt finished, or resumes from its last.ckpt.
+    """
     if cfg.ann.checkpoint:
         return load_state_dict(model, cfg.ann.checkpoint, key="ann.checkpoint")
+    plan = resume_plan(cfg.ann.get("resume"), out_dir)
+    log.info("%s", plan.reason)
+    if plan.action == "load":  # an earlier attempt of this (requeued) job finished training
+        digest = load_state_dict(model, plan.path, key="ann.resume")
+        if cfg.ann.export_to and rank_zero_only.rank == 0:  # it may have stopped before this
+            dtype = cfg.ann.get("export_dtype", "float32")
+            save_state_dict(model, cfg.ann.export_to, command_line(), dtype=dtype)
+        return digest
     # save_top_k=1 without a monitor keeps the newest epoch; Lightning writes last.ckpt only
     # when some checkpoint was saved, so save_top_k=0 would never write one
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
@@ -152,7 +182,7 @@ def prepare_ann(
     )
     trainer = _trainer(cfg, logger, callbacks=[checkpoints])
     module = build(cfg.task.module, model=model, **cfg.ann.optim)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ann.resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
     model.eval()
     digest = None
     if trainer.global_rank == 0:

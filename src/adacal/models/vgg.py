@@ -37,9 +37,10 @@ def _features(in_channels: int, cfg: list[int | str]) -> nn.Sequential:
 
 
 class VGG(nn.Module):
-    """VGG feature extractor + ``Linear(512, hidden)-ReLU-Linear(hidden, hidden)-ReLU-Linear``.
+    """VGG feature extractor + ``Linear(512·s², hidden)-ReLU-Linear(hidden, hidden)-ReLU-Linear``,
+    s = image_size / 32 (1 for CIFAR, 7 for ImageNet at 224).
 
-    ``forward``: ``[B, C, 32, 32] -> [B, num_classes]`` logits.
+    ``forward``: ``[B, C, image_size, image_size] -> [B, num_classes]`` logits.
     """
 
     def __init__(
@@ -49,13 +50,15 @@ class VGG(nn.Module):
         in_channels: int = 3,
         hidden: int = 4096,
         dropout: float = 0.0,
+        image_size: int = 32,
     ) -> None:
         super().__init__()
         self.features = _features(in_channels, cfg)
         last = [c for c in cfg if c != "A"][-1]
+        side = image_size // 2 ** cfg.count("A")  # 32 -> 1 (CIFAR), 224 -> 7 (ImageNet)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(int(last), hidden),
+            nn.Linear(int(last) * side * side, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, hidden),
@@ -86,10 +89,21 @@ def _init_weights(model: nn.Module) -> None:
 
 
 def vgg16(
-    num_classes: int, in_channels: int = 3, dropout: float = 0.0, name: str | None = None
+    num_classes: int,
+    in_channels: int = 3,
+    dropout: float = 0.0,
+    name: str | None = None,
+    image_size: int = 32,
 ) -> VGG:
-    """VGG-16 for 32x32 inputs: 13 conv + 3 linear layers, 15 ReLU sites, ~33.6 M params.
+    """VGG-16: 13 conv + 3 linear layers, 15 ReLU sites; ~33.6 M params at 32x32 (CIFAR),
+    ~138 M at 224x224 (ImageNet, torchvision's classifier shapes).
 
     ``name`` is the config label (``architecture.name``), accepted and ignored.
     """
-    return VGG(VGG16_CFG, num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return VGG(
+        VGG16_CFG,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+        image_size=image_size,
+    )

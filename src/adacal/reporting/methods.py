@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from adacal.reporting.metrics_file import read_metrics
+from adacal.reporting.records import method_label, read_run, split_record  # noqa: F401
 from adacal.reporting.table import (
     MISSING,
     _finite,
@@ -40,19 +39,6 @@ METHOD_HEADERS = (
     "saving vs ANN",
     "mean timesteps",
 )
-
-
-def method_label(config: Mapping[str, Any]) -> str:
-    """``if``, ``burst φ=4``, ``adafire + ssc + iat`` … from a resolved run config."""
-    neuron = config.get("neuron", {})
-    label = str(neuron.get("name", "if"))
-    if label == "burst":
-        label += f" φ={neuron.get('phi')}"
-    for group, off in (("compression", "none"), ("inference", "fixed")):
-        name = str(config.get(group, {}).get("name", off))
-        if name != off:
-            label += f" + {name}"
-    return label
 
 
 def method_headers(metric: str = "acc") -> tuple[str, ...]:
@@ -122,29 +108,15 @@ def methods_markdown(
 def load_runs(folders: Sequence[Path]) -> list[tuple[str, dict[str, object]]]:
     """(label, metrics) of each run folder's ``metrics.json`` (labels from the configs).
 
-    A run whose status is not ``ok`` keeps its label with `` (<status>)`` appended. An IAT
-    run that also evaluated its network with every sample running T steps
-    (``snn/full/*``) gives two rows: without exits (label without `` + iat``) and with; a
-    run that also evaluated its network before compression (``snn/uncompressed/*``) gives
-    a row for it too (the neuron's label alone).
+    A run whose status is not ``ok`` keeps its label with `` (<status>)`` appended. Sub-records
+    become rows of their own (:func:`adacal.reporting.records.split_record`): an IAT run that
+    also evaluated its network with every sample running T steps (``snn/full/*``) gives the
+    row without ``+ iat``; a run that also evaluated its network before compression
+    (``snn/uncompressed/*``) gives the neuron's row.
     """
     runs = []
     for folder in folders:
-        record = read_metrics(Path(folder) / "metrics.json")
-        label = method_label(record.get("config", {}))
-        status = "" if record.get("status") == "ok" else f" ({record.get('status')})"
-        metrics = dict(record.get("metrics", {}))
-        shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
-        for prefix, name in (
-            ("snn/uncompressed/", label.split(" + ")[0]),  # the network before compression
-            ("snn/full/", label.replace(" + iat", "")),  # an IAT network without exits
-        ):
-            part = {
-                k.replace(prefix, "snn/test/"): v
-                for k, v in metrics.items()
-                if k.startswith(prefix)
-            }
-            if part:
-                runs.append((name + status, {**shared, **part}))
-        runs.append((label + status, metrics))
+        run = read_run(Path(folder))
+        status = "" if run.status == "ok" else f" ({run.status})"
+        runs += [(entry.label + status, entry.metrics) for entry in split_record(run)]
     return runs

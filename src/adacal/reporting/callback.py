@@ -1,0 +1,101 @@
+"""Hydra callback: render the paper tables a multirun fills, when the multirun ends.
+
+Configured in ``conf/config.yaml`` (``hydra.callbacks.render_tables``). The tables are the
+root key ``table`` (a spec name, a path, or a list of them) or, when null, every spec under
+``experiments/tables/`` with a job running this sweep's ``experiment_name``. Outputs go to
+``<sweep dir>/tables/``: ``<name>.md``, ``<name>.csv`` and the PNG plots. With a W&B logger
+the rendered table and plots are also logged to the sweep's W&B group (offline by default).
+
+A job that failed leaves a ``failed`` metrics.json (``run.py`` keeps a multirun going past
+it); the table lists it, and the multirun then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from adacal.reporting.records import find_runs
+from adacal.reporting.render import Rendered, render
+from adacal.reporting.spec import SpecError, TableSpec, load_spec, specs_for_experiment
+
+log = logging.getLogger("adacal")
+
+
+class RenderTables(Callback):
+    """Render the tables of a finished multirun into ``<sweep dir>/tables/``."""
+
+    def __init__(
+        self, tables: Any = None, plots: bool = True, fail_on_failed_jobs: bool = True
+    ) -> None:
+        if tables is None or isinstance(tables, str):
+            self.tables = [] if tables is None else [tables]
+        else:
+            self.tables = [str(t) for t in tables]
+        self.plots = plots
+        self.fail_on_failed_jobs = fail_on_failed_jobs
+
+    def specs(self, experiment: str | None) -> list[TableSpec]:
+        if self.tables:
+            return [load_spec(t) for t in self.tables]
+        return specs_for_experiment(experiment) if experiment else []
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failed = [r for r in find_runs([sweep_dir]) if r.status != "ok"]
+        try:
+            specs = self.specs(config.get("experiment_name"))
+        except SpecError as err:
+            log.error("adacal: table not rendered: %s", err)
+            specs = []
+        for spec in specs:
+            try:
+                rendered = render(spec, [sweep_dir], sweep_dir / "tables", plots=self.plots)
+            except SpecError as err:
+                log.error("adacal: table %s not rendered: %s", spec.name, err)
+                continue
+            log.info("adacal: table %s written to %s", spec.name, rendered.files["markdown"])
+            log_to_wandb(config, rendered)
+        if failed and self.fail_on_failed_jobs:
+            for run in failed:
+                log.error(
+                    "adacal: job %s %s: %s", run.folder, run.status, run.error or "no metrics.json"
+                )
+            sys.exit(1)
+
+
+def log_to_wandb(config: DictConfig, rendered: Rendered) -> None:
+    """Log the rendered table and plots to the sweep's W&B group when the logger is W&B."""
+    logger = config.get("logger") or {}
+    if "Wandb" not in str(logger.get("_target_", "")):
+        return
+    mode = str(OmegaConf.select(config, "logger.mode", default="offline"))
+    if mode == "disabled":
+        return
+    from adacal.reporting.wandb_log import log_rendered_table
+
+    reader = csv.DictReader(io.StringIO(rendered.csv))
+    rows = list(reader)
+    columns = list(reader.fieldnames or [])
+    images = {k: v for k, v in rendered.files.items() if v.suffix == ".png"}
+    try:
+        log_rendered_table(
+            rows,
+            columns,
+            images,
+            project=str(logger.get("project", "adacal")),
+            group=str(logger.get("group") or config.get("experiment_name")),
+            entity=logger.get("entity"),
+            mode=mode,
+            save_dir=rendered.files["markdown"].parent,
+            name=rendered.spec.name,
+        )
+    except Exception as err:  # W&B trouble must not hide the rendered files
+        log.error("adacal: W&B logging of table %s failed: %s", rendered.spec.name, err)

@@ -1,0 +1,435 @@
+"""Render a table spec from sweep folders: Markdown and CSV with our value, the reference and
+the difference, and every run that failed, is incomplete or is missing listed.
+
+Per (row, T) the runs a row selects are grouped by seed; a seed's value is the run's
+metric (runs of one seed for different T merge). The cell is the mean over seeds, with the
+sample standard deviation (n − 1) when more than one seed ran::
+
+    mean = Σ_s v_s / n,   std = sqrt(Σ_s (v_s − mean)² / (n − 1)).
+
+The ``saving`` column is 1 − E/E_b per seed, E_b the energy of the spec's ``baseline`` row
+at the same T (the same seed when it ran, else the baseline's mean), or, without a baseline
+row, the run's own ``snn/baseline/energy_uj_T{T}``. Δ = ours − reference, in the column's
+display unit (percentage points for scores and savings).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adacal.reporting.records import Entry, RunRecord, find_runs, matches, split_record
+from adacal.reporting.spec import COLUMNS, Reference, Row, SpecError, TableSpec
+
+NOT_PUBLISHED = "not published"
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One column of one (row, T): the per-seed values in display units."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One rendered line: a row at one T (``None`` for ANN rows) and its cells."""
+
+    row: Row
+    T: int | None
+    cells: dict[str, Cell]
+    references: dict[str, tuple[Reference, ...]]
+    runs: tuple[RunRecord, ...]
+    duplicates: tuple[RunRecord, ...] = ()  # runs of one seed that both gave the score
+
+
+@dataclass
+class Problems:
+    """What a reader must know before trusting the table."""
+
+    runs: list[RunRecord] = field(default_factory=list)  # failed / running / missing
+    not_run: list[str] = field(default_factory=list)  # sweep jobs with no folder at all
+    empty: list[str] = field(default_factory=list)  # (row, T) with no value
+    duplicates: list[str] = field(default_factory=list)  # (row, T) given twice for a seed
+    unused: list[RunRecord] = field(default_factory=list)  # ok runs no row selected
+
+
+@dataclass
+class Rendered:
+    """The outcome of :func:`render`: lines, problems, Markdown and CSV text."""
+
+    spec: TableSpec
+    lines: list[Line]
+    problems: Problems
+    markdown: str
+    csv: str
+    entries: list[Entry]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _by_seed(entries: Sequence[Entry]) -> dict[Any, dict[str, Any]]:
+    """Merged metrics per seed (entries in folder order: a later run fills further T)."""
+    merged: dict[Any, dict[str, Any]] = {}
+    for e in sorted(entries, key=lambda e: str(e.run.folder)):
+        merged.setdefault(e.run.seed, {}).update(e.metrics)
+    return merged
+
+
+def _raw(spec: TableSpec, row: Row, column: str, T: int | None, m: dict[str, Any]) -> float | None:
+    """The undisplayed value of ``column`` for one seed's metrics (``saving`` excluded)."""
+    key = spec.metric if column == "score" else COLUMNS[column].key
+    if row.ann:
+        name = {
+            "score": f"ann/test/{key}",
+            "pixel_acc": "ann/test/pixel_acc",
+            "energy_uj": "ann/energy_uj",
+        }
+        return _finite(m.get(name[column])) if column in name else None
+    return _finite(m.get(f"snn/test/{key}_T{T}"))
+
+
+def _line(
+    spec: TableSpec, row: Row, T: int | None, entries: list[Entry], base: dict[Any, float] | None
+) -> Line:
+    """One (row, T); ``base``: the baseline row's energy per seed (None: each run's own)."""
+    chosen = [e for e in entries if matches(e, row.select, row.exclude)]
+    seeds = _by_seed(chosen)
+    cells = {}
+    for column in spec.columns:
+        values = []
+        for seed, m in seeds.items():
+            if column == "saving":
+                energy = _raw(spec, row, "energy_uj", T, m)
+                ref = (
+                    base.get(seed, base.get("mean"))
+                    if base is not None
+                    else _finite(m.get(f"snn/baseline/energy_uj_T{T}"))
+                )
+                raw = None if row.ann or energy is None or not ref else 1.0 - energy / ref
+            else:
+                raw = _raw(spec, row, column, T, m)
+            if raw is not None:
+                values.append(raw * COLUMNS[column].scale)
+        cells[column] = Cell(tuple(values))
+    refs = {
+        c: tuple(r for r in row.references if r.column == c and (r.T is None or r.T == T))
+        for c in spec.columns
+    }
+    runs = tuple(dict.fromkeys(e.run for e in chosen))
+    suppliers: dict[Any, list[RunRecord]] = {}
+    for e in chosen:
+        if _raw(spec, row, "score", T, e.metrics) is not None:
+            suppliers.setdefault(e.run.seed, []).append(e.run)
+    dups = tuple(r for group in suppliers.values() if len(group) > 1 for r in group)
+    return Line(row, T, cells, refs, runs, dups if not row.ann else ())
+
+
+def _baseline_energy(
+    spec: TableSpec, row_id: str | None, T: int, entries: list[Entry]
+) -> dict[Any, float] | None:
+    """Energy of the baseline row at T per seed, and its mean under ``"mean"`` (None
+    without a baseline row: the runs' own ``snn/baseline/energy_uj_T{T}`` is used)."""
+    if row_id is None:
+        return None
+    row = next(r for r in spec.rows if r.id == row_id)
+    out: dict[Any, float] = {}
+    for seed, m in _by_seed([e for e in entries if matches(e, row.select, row.exclude)]).items():
+        energy = _raw(spec, row, "energy_uj", T, m)
+        if energy:
+            out[seed] = energy
+    if out:
+        out["mean"] = statistics.fmean(out.values())
+    return out
+
+
+def table_lines(spec: TableSpec, entries: list[Entry]) -> list[Line]:
+    """Every (row, T) of the spec, ANN rows first and once, in the spec's layout."""
+    lines = [_line(spec, r, None, entries, None) for r in spec.rows if r.ann]
+    snn = [r for r in spec.rows if not r.ann]
+    if spec.layout == "by_T":
+        order = [(r, T) for T in spec.timesteps for r in snn]
+    else:
+        order = [(r, T) for r in snn for T in spec.timesteps]
+    for r, T in order:
+        base = _baseline_energy(spec, r.baseline or spec.baseline, T, entries)
+        lines.append(_line(spec, r, T, entries, base))
+    return lines
+
+
+def _fmt(cell: Cell, decimals: int) -> str:
+    if cell.mean is None:
+        return MISSING
+    text = f"{cell.mean:.{decimals}f}"
+    return text if cell.std is None else f"{text} ± {cell.std:.{decimals}f}"
+
+
+def _headers(spec: TableSpec) -> list[str]:
+    headers = ["row", "T"]
+    for c in spec.columns:
+        headers.append(spec.header(c))
+        if _has_refs(spec, c):
+            headers += ["reference", "Δ"]
+    return headers + ["seeds"]
+
+
+def _has_refs(spec: TableSpec, column: str) -> bool:
+    return any(r.column == column for row in spec.rows for r in row.references)
+
+
+def _source_numbers(spec: TableSpec) -> dict[str, int]:
+    numbers: dict[str, int] = {}
+    for row in spec.rows:
+        for ref in row.references:
+            numbers.setdefault(ref.source, len(numbers) + 1)
+    return numbers
+
+
+def _ref_cells(
+    cell: Cell, refs: tuple[Reference, ...], decimals: int, numbers: dict[str, int]
+) -> list[str]:
+    if not refs:
+        return [NOT_PUBLISHED, MISSING]
+    quoted = " / ".join(f"{r.value:.{decimals}f} [{numbers[r.source]}]" for r in refs)
+    if cell.mean is None:
+        return [quoted, MISSING]
+    return [quoted, " / ".join(f"{cell.mean - r.value:+.{decimals}f}" for r in refs)]
+
+
+def markdown_rows(spec: TableSpec, lines: Sequence[Line]) -> list[list[str]]:
+    """The table body as strings (the columns of the header)."""
+    numbers = _source_numbers(spec)
+    body = []
+    for line in lines:
+        cells = [line.row.label, MISSING if line.T is None else str(line.T)]
+        for c in spec.columns:
+            decimals = COLUMNS[c].decimals
+            cells.append(_fmt(line.cells[c], decimals))
+            if _has_refs(spec, c):
+                cells += _ref_cells(line.cells[c], line.references[c], decimals, numbers)
+        cells.append(str(max((cell.n for cell in line.cells.values()), default=0)))
+        body.append(cells)
+    return body
+
+
+def _markdown_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    align = ["---" if i == 0 else "---:" for i in range(len(headers))]
+    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(out)
+
+
+def _where(run: RunRecord, roots: Sequence[Path]) -> str:
+    for root in roots:
+        try:
+            rel = run.folder.relative_to(root)
+            return str(Path(root.name) / rel)
+        except ValueError:
+            continue
+    return str(run.folder)
+
+
+def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
+    overrides = (
+        " ".join(o for o in run.overrides if not o.startswith("hydra")) or "no overrides recorded"
+    )
+    if run.status == "failed":
+        detail = f"failed: {run.error or 'no error recorded'}"
+    elif run.status == "running":
+        done = ", ".join(map(str, run.timesteps())) or "none"
+        detail = f"incomplete (status running; T done: {done})"
+    else:
+        detail = "missing: no metrics.json (killed before its first T, or not started)"
+    return f"- `{_where(run, roots)}` ({overrides}): {detail}"
+
+
+def find_problems(spec: TableSpec, runs: list[RunRecord], lines: list[Line]) -> Problems:
+    """Runs not ``ok``, sweep jobs never started, empty cells, runs no row used."""
+    problems = Problems(runs=[r for r in runs if r.status != "ok"])
+    used = {r.folder for line in lines for r in line.runs}
+    problems.unused = [r for r in runs if r.status == "ok" and r.folder not in used]
+    recorded = [set(r.overrides) for r in runs if r.overrides]
+    if recorded:  # hydra job folders: which jobs of the spec's sweeps have none
+        for job in spec.jobs:
+            for combo in job.combinations():
+                if not any(set(combo) <= have for have in recorded):
+                    problems.not_run.append(" ".join(combo))
+    for line in lines:
+        if line.duplicates:
+            where = ", ".join(f"`{r.folder.name}`" for r in line.duplicates)
+            problems.duplicates.append(f"{line.row.label} at T={line.T}: {where}")
+        if line.cells["score"].mean is None:
+            problems.empty.append(
+                f"{line.row.label}" + ("" if line.T is None else f" at T={line.T}")
+            )
+    return problems
+
+
+def _notes(spec: TableSpec) -> list[str]:
+    numbers = _source_numbers(spec)
+    out = [f"[{n}] {spec.sources[key]}" for key, n in numbers.items()]
+    seen = set()
+    for row in spec.rows:
+        for ref in row.references:
+            if ref.note and ref.note not in seen:
+                seen.add(ref.note)
+                out.append(f"[{numbers[ref.source]}] note: {ref.note}")
+    return out
+
+
+def to_markdown(
+    spec: TableSpec, lines: list[Line], problems: Problems, roots: Sequence[Path]
+) -> str:
+    """The rendered Markdown: title, how to fill it, the table, references, run problems."""
+    gpu = (
+        "none (CPU)"
+        if spec.gpu_hours == 0
+        else (f"~{spec.gpu_hours:g} (estimate)" if spec.gpu_hours else "unknown")
+    )
+    parts = [f"# {spec.title}", ""]
+    if spec.description:
+        parts += [spec.description, ""]
+    parts += [
+        f"State: {spec.state}. Hardware: {spec.hardware or 'unspecified'}. GPU-hours: {gpu}.",
+        "",
+    ]
+    parts += ["Filled by:", "", "```bash", *spec.commands(), "```", ""]
+    parts += [_markdown_table(_headers(spec), markdown_rows(spec, lines)), ""]
+    notes = _notes(spec)
+    if notes:
+        parts += ["References:", "", *[f"- {n}" for n in notes], ""]
+    counts: dict[str, int] = {}
+    for run in problems.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    total = len(
+        {r.folder for line in lines for r in line.runs}
+        | {r.folder for r in problems.runs}
+        | {r.folder for r in problems.unused}
+    )
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "all ok"
+    parts += [f"Runs: {total} found ({summary})."]
+    if problems.runs:
+        parts += ["", "Not in the table or incomplete:", ""]
+        parts += [_run_line(r, roots) for r in problems.runs]
+    if problems.not_run:
+        parts += ["", "Sweep jobs with no run folder:", ""] + [f"- `{c}`" for c in problems.not_run]
+    if problems.empty:
+        parts += ["", "Empty cells (no run gave a value): " + "; ".join(problems.empty) + "."]
+    if problems.duplicates:
+        parts += [
+            "",
+            "Cells given by more than one run of the same seed (the last folder's "
+            "value is shown; narrow the row's `select`): " + "; ".join(problems.duplicates) + ".",
+        ]
+    if problems.unused:
+        parts += [
+            "",
+            "Runs no row selected: "
+            + ", ".join(f"`{_where(r, roots)}`" for r in problems.unused)
+            + ".",
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def to_csv(spec: TableSpec, lines: list[Line]) -> str:
+    """One CSV line per (row, T): mean, std and n per column, reference and Δ where quoted."""
+    header = ["row_id", "row", "T", "seeds"]
+    for c in spec.columns:
+        header += [c, f"{c}_std"]
+        if _has_refs(spec, c):
+            header += [f"{c}_reference", f"{c}_delta", f"{c}_source"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+
+    def num(x: float | None) -> str:
+        return "" if x is None else f"{x:.6g}"
+
+    for line in lines:
+        out = [line.row.id, line.row.label, "" if line.T is None else line.T]
+        out.append(max((cell.n for cell in line.cells.values()), default=0))
+        for c in spec.columns:
+            cell = line.cells[c]
+            out += [num(cell.mean), num(cell.std)]
+            if _has_refs(spec, c):
+                refs = line.references[c]
+                first = refs[0] if refs else None
+                delta = None if first is None or cell.mean is None else cell.mean - first.value
+                out += [
+                    num(first.value if first else None),
+                    num(delta),
+                    spec.sources[first.source] if first else "",
+                ]
+        writer.writerow(out)
+    return buf.getvalue()
+
+
+def render(
+    spec: TableSpec,
+    roots: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    plots: bool = True,
+    extra_runs: Sequence[RunRecord] = (),
+) -> Rendered:
+    """Render ``spec`` from the runs under ``roots`` (and ``extra_runs``, e.g. from W&B);
+    write ``<name>.md``/``.csv`` (and the PNG plots) into ``out_dir`` when given. Raises
+    :class:`SpecError` when there is no run folder at all."""
+    roots = [Path(r) for r in roots]
+    runs = find_runs(roots) + list(extra_runs)
+    if not runs:
+        where = ", ".join(map(str, roots))
+        raise SpecError(
+            where,
+            "sweep folder",
+            "no run folder (metrics.json or .hydra/) found; fill it first with: "
+            + spec.commands()[-1],
+        )
+    entries = [e for run in runs if run.status in ("ok", "running") for e in split_record(run)]
+    lines = table_lines(spec, entries)
+    problems = find_problems(spec, runs, lines)
+    rendered = Rendered(
+        spec,
+        lines,
+        problems,
+        to_markdown(spec, lines, problems, roots),
+        to_csv(spec, lines),
+        entries,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rendered.files["markdown"] = out / f"{spec.name}.md"
+        rendered.files["csv"] = out / f"{spec.name}.csv"
+        rendered.files["markdown"].write_text(rendered.markdown)
+        rendered.files["csv"].write_text(rendered.csv)
+        if plots:
+            from adacal.reporting.plots import write_plots  # matplotlib only when drawing
+
+            rendered.files.update(write_plots(rendered, out))
+    return rendered
