@@ -3,6 +3,7 @@
     python experiments/render.py <table> <sweep folder> [<sweep folder> ...] [--out DIR]
     python experiments/render.py cifar10_local experiments/results/cifar10_resnet20_adaptive
     python experiments/render.py --list
+    python experiments/render.py --index      # the table index of experiments/README.md
 
 <table> is a spec name under experiments/tables/ or a path to one. The outputs go to --out
 (default: the first sweep folder). --wandb-group also reads the runs of a W&B group (online).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from adacal.reporting.records import wandb_runs
 from adacal.reporting.render import render
-from adacal.reporting.spec import SpecError, all_specs, load_spec
+from adacal.reporting.spec import SpecError, all_specs, index_markdown, load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb-project", default="adacal", help="entity/project for --wandb-group"
     )
     parser.add_argument("--list", action="store_true", help="list the table specs and exit")
+    parser.add_argument("--index", action="store_true", help="print experiments/README.md's index")
     args = parser.parse_args(argv)
     try:
+        if args.index:
+            print(index_markdown(all_specs()))
+            return 0
         if args.list:
             for spec in all_specs():
                 print(f"{spec.name:28s} {spec.state:5s} {spec.title}")

@@ -150,7 +150,10 @@ def test_notebooks_are_committed_clean(repo_root):
 
 
 def _execute(repo_root, name: str) -> tuple[dict, nbformat.NotebookNode]:
-    """Run notebooks/<name> in memory (cwd: the repository); returns its summary and itself."""
+    """Run notebooks/<name> in memory (cwd: the repository); returns its summary and itself.
+
+    The kernel inherits ``os.environ`` (set the ``ADACAL_*`` inputs with monkeypatch first).
+    """
     from nbclient import NotebookClient
 
     nb = nbformat.read(repo_root / "notebooks" / name, as_version=4)
@@ -181,18 +184,37 @@ def sweep(compose_config, tiny_overrides, tmp_path_factory):
     - ``0/``: IF, trains its ANN (``ann.pt``), T = 2, 4;
     - ``1/``: AdaFire (φ ≤ 4) on that ANN, T = 2, 4 (``adaptive_T*.json``);
     - ``more/partial/``: a partial record (status ``running``) holding run 0's T = 2 metrics;
-    - ``more/failed/``: a failed record (``write_failure``).
+    - ``more/failed/``: a failed record (``write_failure``); ``more/corrupt/``: a truncated
+      ``metrics.json``; ``more/killed/``: a Hydra job folder (``.hydra/``) without one;
+    - ``.submitit/0/``: a record in a folder the search skips.
     """
+    root = tmp_path_factory.mktemp("sweep")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second thread only waits on a busy machine
+    try:
+        _make_sweep(root, compose_config, tiny_overrides)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_kernels(monkeypatch):
+    """Notebook kernels run torch on one thread (tiny tensors; steadier on busy cores)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _make_sweep(root, compose_config, tiny_overrides) -> None:
     from adacal.pipeline import run
     from adacal.reporting.metrics_file import read_metrics, write_failure, write_metrics
 
-    root = tmp_path_factory.mktemp("sweep")
     common = [
         *(o for o in tiny_overrides if not o.startswith(("snn.", "trainer.max_epochs"))),
         "trainer.max_epochs=2",
         "dataset.train_limit=600",
         "snn.T=[2,4]",
         "snn.anytime=[1,2,4]",
+        "calibration.threshold.method=max",  # test_conversion_error_notebook relies on it
     ]
     run(compose_config(common, output_dir=root / "0"))
     adafire = [
@@ -212,7 +234,11 @@ def sweep(compose_config, tiny_overrides, tmp_path_factory):
         RuntimeError("boom: out of memory at T=4"),
         config=first["config"],
     )
-    return root
+    (root / "more" / "corrupt").mkdir()
+    (root / "more" / "corrupt" / "metrics.json").write_text('{"status": "ok", "metr')
+    (root / "more" / "killed" / ".hydra").mkdir(parents=True)
+    (root / "more" / "killed" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    write_metrics(root / ".submitit" / "0", first["metrics"], first["config"])
 
 
 def test_conversion_error_notebook(repo_root, sweep, monkeypatch):
@@ -224,6 +250,7 @@ def test_conversion_error_notebook(repo_root, sweep, monkeypatch):
     monkeypatch.setenv("ADACAL_IMAGES", "32")
     monkeypatch.setenv("ADACAL_PHI", "1,2,4")
     monkeypatch.setenv("ADACAL_DEVICE", "cpu")
+    monkeypatch.delenv("ADACAL_CALIBRATION_STEPS", raising=False)
     summary, nb = _execute(repo_root, "conversion_error.ipynb")
 
     assert summary["model"] == "small_cnn/digits"
@@ -241,7 +268,7 @@ def test_conversion_error_notebook(repo_root, sweep, monkeypatch):
     # burst firing removes conversion error at the same (small) T
     assert out["burst φ=4"]["2"] <= out["burst φ=2"]["2"] <= out["if"]["2"]
     assert all(b <= i for i, b in zip(site["if"]["2"], site["burst φ=4"]["2"], strict=True))
-    # the run fits thresholds with calibration.threshold.method=max (tiny overrides)
+    # the run fits thresholds with calibration.threshold.method=max (_make_sweep)
     assert site["burst φ=4"]["2"][0] == pytest.approx(site["if"]["8"][0], rel=1e-4)
     assert _images(nb) == 2
 
@@ -251,11 +278,13 @@ def test_explore_sweep_notebook(repo_root, sweep, monkeypatch):
     monkeypatch.delenv("ADACAL_RATE_T", raising=False)
     summary, nb = _execute(repo_root, "explore_sweep.ipynb")
 
-    assert summary["runs"] == 4
-    assert summary["status"] == {"ok": 2, "running": 1, "failed": 1}
-    assert [f["run"] for f in summary["failed"]] == ["more/failed"]
-    assert summary["failed"][0]["error"] == "RuntimeError: boom: out of memory at T=4"
+    assert summary["runs"] == 6
+    assert summary["status"] == {"ok": 2, "running": 1, "failed": 2, "missing": 1}
+    assert [f["run"] for f in summary["failed"]] == ["more/corrupt", "more/failed"]
+    assert summary["failed"][0]["error"].startswith("unreadable: ")
+    assert summary["failed"][1]["error"] == "RuntimeError: boom: out of memory at T=4"
     assert summary["running"] == ["more/partial"]
+    assert summary["missing"] == ["more/killed"]
     assert summary["metric"] == "acc"
     assert summary["methods"] == ["adafire", "if"]
     # the partial record repeats the IF method at T = 2: its own series, labelled with its folder

@@ -417,3 +417,11 @@ def test_failed_job_is_listed_and_multirun_exits_1(tmp_path, tiny_overrides):
     md = (sweep_dir / "tables" / "smoke.md").read_text()
     assert "failed: ConfigError: snn.chunk" in md
     assert "| IF | 2 |" in md
+
+
+def test_experiments_readme_index_is_generated_from_the_specs():
+    """experiments/README.md lists every table as `render.py --index` prints it (no drift)."""
+    from adacal.reporting.spec import index_markdown
+
+    text = (REPO / "experiments" / "README.md").read_text()
+    assert index_markdown(all_specs()) in text

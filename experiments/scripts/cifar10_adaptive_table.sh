@@ -27,4 +27,4 @@ export OMP_NUM_THREADS=1
     inference=iat snn.compare_baseline=false hydra.run.dir="$OUT/adafire_ssc_iat"
 ) > "$OUT/lane_b.log" 2>&1 &
 wait
-$PY experiments/adaptive_table.py "$OUT"/*/ --T 2 4 8 16 32 | tee "$OUT/table.md"
+$PY experiments/render.py cifar10_local "$OUT" --out "$OUT"
