@@ -425,3 +425,44 @@ def test_experiments_readme_index_is_generated_from_the_specs():
 
     text = (REPO / "experiments" / "README.md").read_text()
     assert index_markdown(all_specs()) in text
+
+
+def test_callback_finds_the_specs_of_its_experiment():
+    from adacal.reporting.callback import RenderTables
+
+    assert [s.name for s in RenderTables().specs("adaptive_cifar10_resnet20")] == ["cifar10_local"]
+    assert {s.name for s in RenderTables().specs("cifar10_vgg16")} == {
+        "cifar_classification",
+        "energy",
+    }
+    assert [s.name for s in RenderTables("camvid_local").specs("anything")] == ["camvid_local"]
+    assert RenderTables().specs("digits_small_cnn") == []  # no table: nothing rendered
+
+
+def test_callback_logs_the_rendered_table_to_the_sweeps_wandb_group(sweep, tmp_path, monkeypatch):
+    from adacal.reporting import wandb_log
+    from adacal.reporting.callback import log_to_wandb
+
+    calls = []
+    monkeypatch.setattr(wandb_log, "log_rendered_table", lambda *a, **k: calls.append((a, k)))
+    out = render(parse_spec(SPEC, "fabricated"), [sweep], tmp_path / "out")
+    logger = {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "p", "group": "g"}
+    for mode, expected in (("disabled", 0), ("offline", 1)):
+        config = OmegaConf.create({"experiment_name": "e", "logger": {**logger, "mode": mode}})
+        log_to_wandb(config, out)
+        assert len(calls) == expected
+    (rows, columns, images), kwargs = calls[0]
+    assert columns[:4] == ["row_id", "row", "T", "seeds"] and len(rows) == len(out.lines)
+    assert (
+        rows[4]["row"] == "IF" and rows[4]["score"] == "85" and rows[4]["score_reference"] == "80"
+    )
+    assert set(images) == {"score_vs_T", "pareto"}
+    assert (kwargs["project"], kwargs["group"], kwargs["mode"], kwargs["name"]) == (
+        "p",
+        "g",
+        "offline",
+        "fabricated",
+    )
+    csv_logger = OmegaConf.create({"logger": {"_target_": "lightning.pytorch.loggers.CSVLogger"}})
+    log_to_wandb(csv_logger, out)
+    assert len(calls) == 1  # no W&B logger: nothing logged
