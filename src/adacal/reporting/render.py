@@ -308,11 +308,7 @@ def to_markdown(
     spec: TableSpec, lines: list[Line], problems: Problems, roots: Sequence[Path]
 ) -> str:
     """The rendered Markdown: title, how to fill it, the table, references, run problems."""
-    gpu = (
-        "none (CPU)"
-        if spec.gpu_hours == 0
-        else (f"~{spec.gpu_hours:g} (estimate)" if spec.gpu_hours else "unknown")
-    )
+    gpu = spec.gpu_hours_text()
     parts = [f"# {spec.title}", ""]
     if spec.description:
         parts += [spec.description, ""]

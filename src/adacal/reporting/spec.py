@@ -163,6 +163,15 @@ class TableSpec:
     def commands(self) -> list[str]:
         return [*self.prepare, *(j.command() for j in self.jobs)]
 
+    def gpu_hours_text(self) -> str:
+        """``gpu_hours`` for a reader: none on a CPU table, none extra on a GPU table whose
+        runs other tables make, else an estimate."""
+        if self.gpu_hours is None:
+            return "unknown"
+        if self.gpu_hours == 0:
+            return "none (CPU)" if self.state == "local" else "none extra (runs of other tables)"
+        return f"~{self.gpu_hours:g} (estimate)"
+
     def header(self, column: str) -> str:
         return SCORE_HEADERS[self.metric] if column == "score" else COLUMNS[column].header
 
@@ -335,7 +344,7 @@ def index_markdown(specs: list[TableSpec]) -> str:
     rows and the commands that fill it (generated from the specs, so it cannot drift)."""
     out = [INDEX_BEGIN, ""]
     for spec in specs:
-        gpu = "0 (CPU)" if spec.gpu_hours == 0 else f"~{spec.gpu_hours:g} (estimate)"
+        gpu = spec.gpu_hours_text()
         rows = ", ".join(r.label for r in spec.rows)
         out += [f"### `{spec.name}`: {spec.title}", ""]
         out += [f"- state: **{spec.state}**; hardware: {spec.hardware}; GPU-hours: {gpu}"]
