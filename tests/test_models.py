@@ -120,11 +120,12 @@ def test_pretrained_without_network_says_what_to_do(monkeypatch: pytest.MonkeyPa
     "path", sorted((CONF / "architecture").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_architecture_configs_build(path: Path) -> None:
-    dataset = {"num_classes": 10, "in_channels": 1 if path.stem == "small_cnn" else 3}
+    size = 64 if path.stem in ("resnet18", "resnet34") else 32
+    channels = 1 if path.stem == "small_cnn" else 3
+    dataset = {"num_classes": 10, "in_channels": channels, "image_size": size}
     cfg = OmegaConf.create({"dataset": dataset, "architecture": OmegaConf.load(path)})
     assert cfg.architecture.name == path.stem
     model = instantiate(cfg.architecture)
-    size = 64 if path.stem in ("resnet18", "resnet34") else 32
     x = torch.randn(1, dataset["in_channels"], size, size)
     dense = "arch" in cfg.architecture  # segmentation-models-pytorch: per-pixel logits
     with torch.no_grad():

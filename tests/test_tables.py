@@ -466,3 +466,16 @@ def test_callback_logs_the_rendered_table_to_the_sweeps_wandb_group(sweep, tmp_p
     csv_logger = OmegaConf.create({"logger": {"_target_": "lightning.pytorch.loggers.CSVLogger"}})
     log_to_wandb(csv_logger, out)
     assert len(calls) == 1  # no W&B logger: nothing logged
+
+
+def test_one_broken_spec_does_not_stop_the_others(tmp_path):
+    from adacal.reporting.spec import specs_for_experiment
+
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(SPEC, allow_unicode=True))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**SPEC, "colour": 1}, allow_unicode=True))
+    errors: list = []
+    found = specs_for_experiment("digits_small_cnn", tmp_path, errors)
+    assert [s.name for s in found] == ["good"]
+    assert [e.key for e in errors] == ["colour"]
+    with pytest.raises(SpecError):
+        specs_for_experiment("digits_small_cnn", tmp_path)

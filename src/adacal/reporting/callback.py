@@ -42,19 +42,24 @@ class RenderTables(Callback):
         self.plots = plots
         self.fail_on_failed_jobs = fail_on_failed_jobs
 
-    def specs(self, experiment: str | None) -> list[TableSpec]:
+    def specs(
+        self, experiment: str | None, errors: list[SpecError] | None = None
+    ) -> list[TableSpec]:
+        """The named tables, or the specs with a job running ``experiment``."""
         if self.tables:
             return [load_spec(t) for t in self.tables]
-        return specs_for_experiment(experiment) if experiment else []
+        return specs_for_experiment(experiment, errors=errors) if experiment else []
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         failed = [r for r in find_runs([sweep_dir]) if r.status != "ok"]
+        errors: list[SpecError] = []
         try:
-            specs = self.specs(config.get("experiment_name"))
+            specs = self.specs(config.get("experiment_name"), errors)
         except SpecError as err:
+            errors, specs = [err], []
+        for err in errors:
             log.error("adacal: table not rendered: %s", err)
-            specs = []
         for spec in specs:
             try:
                 rendered = render(spec, [sweep_dir], sweep_dir / "tables", plots=self.plots)
