@@ -13,10 +13,12 @@ rate per layer. Matplotlib with the Agg backend (no display needed).
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -73,7 +75,7 @@ def plot_score_vs_T(rendered: Rendered, path: Path) -> Path:
     ax.set_xticks(list(spec.timesteps), [str(t) for t in spec.timesteps])
     ax.set_xlabel("timesteps T")
     ax.set_ylabel(spec.header("score"))
-    ax.set_title(spec.title, fontsize=9)
+    ax.set_title(_wrap(spec.title), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
@@ -124,9 +126,12 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
                 label=line.row.label,
             )
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("energy per image (µJ, log)")
     ax.set_ylabel(spec.header("score"))
-    ax.set_title(spec.title, fontsize=9)
+    ax.set_title(_wrap(spec.title), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
@@ -174,11 +179,16 @@ def plot_layers(rendered: Rendered, path: Path) -> Path | None:
     top.set_ylabel("firing pattern φ")
     bottom.set_ylabel("firing rate (spikes/neuron/step)")
     bottom.set_xlabel("neuron site (network order)")
-    top.set_title(rendered.spec.title, fontsize=9)
+    bottom.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    top.set_title(_wrap(rendered.spec.title), fontsize=9)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     top.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _wrap(title: str) -> str:
+    return textwrap.fill(title, 80)
 
 
 def _save(fig: Any, path: Path) -> Path:
