@@ -243,6 +243,26 @@ def test_missing_job_folder_and_unlaunched_jobs_are_listed(sweep):
     for missing in ("method=if seed=2", "method=adafire seed=2"):
         assert f"- `experiment=digits_small_cnn {missing}`" in md
     assert "method=if seed=0`" not in md
+    # Hydra records `false` as `False` and lists without spaces: still the same job
+    spec = parse_spec(
+        {
+            **SPEC,
+            "jobs": [
+                {
+                    "experiment": "digits_small_cnn",
+                    "extra": ["snn.compare_baseline=false"],
+                    "sweep": {"method": ["if"], "seed": [0]},
+                }
+            ],
+        },
+        "fabricated",
+    )
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump(
+            ["experiment=digits_small_cnn", "snn.compare_baseline=False", "method=if", "seed=0"]
+        )
+    )
+    assert "Sweep jobs with no run folder" not in render(spec, [sweep], None).markdown
 
 
 def test_duplicate_runs_of_one_seed_are_reported(sweep):

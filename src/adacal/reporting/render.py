@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from adacal.reporting.records import Entry, RunRecord, find_runs, matches, split_record
 from adacal.reporting.spec import COLUMNS, Reference, Row, SpecError, TableSpec
 
@@ -269,16 +271,27 @@ def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
     return f"- `{_where(run, roots)}` ({overrides}): {detail}"
 
 
+def _override(text: str) -> tuple[str, str]:
+    """``key=value``, the value read as YAML (``false`` == ``False``, ``[2, 4]`` == ``[2,4]``)."""
+    key, _, value = str(text).partition("=")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), repr(parsed)
+
+
 def find_problems(spec: TableSpec, runs: list[RunRecord], lines: list[Line]) -> Problems:
     """Runs not ``ok``, sweep jobs never started, empty cells, runs no row used."""
     problems = Problems(runs=[r for r in runs if r.status != "ok"])
     used = {r.folder for line in lines for r in line.runs}
     problems.unused = [r for r in runs if r.status == "ok" and r.folder not in used]
-    recorded = [set(r.overrides) for r in runs if r.overrides]
+    recorded = [{_override(o) for o in r.overrides} for r in runs if r.overrides]
     if recorded:  # hydra job folders: which jobs of the spec's sweeps have none
         for job in spec.jobs:
             for combo in job.combinations():
-                task = {o for o in combo if not o.startswith("hydra")}  # launcher: not recorded
+                # the launcher is not a task override; Hydra records false as False
+                task = {_override(o) for o in combo if not o.startswith("hydra")}
                 if not any(task <= have for have in recorded):
                     problems.not_run.append(" ".join(combo))
     for line in lines:
