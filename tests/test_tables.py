@@ -202,7 +202,7 @@ def test_renderer_exact_markdown_and_csv(sweep, tmp_path):
     )
     assert (
         "- `sweep/3` (experiment=digits_small_cnn method=burst seed=1): "
-        "incomplete (status running; T done: 4)" in md
+        "incomplete (status running: still running, or killed; T done: 4)" in md
     )
     assert "Empty cells (no run gave a value): AdaFire at T=4; AdaFire at T=8." in md
 
@@ -456,7 +456,25 @@ def test_callback_finds_the_specs_of_its_experiment():
         "energy",
     }
     assert [s.name for s in RenderTables("camvid_local").specs("anything")] == ["camvid_local"]
-    assert RenderTables().specs("digits_small_cnn") == []  # no table: nothing rendered
+    assert RenderTables().specs("shapes_deeplabv3plus_resnet18") == []  # no table: nothing
+    # the default experiment has a table of methods × seeds: only a sweep of those renders it
+    assert RenderTables().specs("digits_small_cnn", {"calibration"}) == []
+    found = RenderTables().specs("digits_small_cnn", {"method", "seed", "calibration"})
+    assert [s.name for s in found] == ["digits_seeds"]
+
+
+def test_swept_keys_of_a_multirun():
+    from adacal.reporting.callback import swept_keys
+
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"params": {"neuron": "if,burst"}},
+                "overrides": {"task": ["method=if,burst", "seed=0", "snn.T=[2,4]", "+x=1,2"]},
+            }
+        }
+    )
+    assert swept_keys(config) == {"neuron", "method", "x"}
 
 
 def test_callback_logs_the_rendered_table_to_the_sweeps_wandb_group(sweep, tmp_path, monkeypatch):

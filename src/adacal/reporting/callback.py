@@ -43,19 +43,33 @@ class RenderTables(Callback):
         self.fail_on_failed_jobs = fail_on_failed_jobs
 
     def specs(
-        self, experiment: str | None, errors: list[SpecError] | None = None
+        self,
+        experiment: str | None,
+        swept: set[str] | None = None,
+        errors: list[SpecError] | None = None,
     ) -> list[TableSpec]:
-        """The named tables, or the specs with a job running ``experiment``."""
+        """The named tables; else the specs with a job running ``experiment`` whose sweep
+        keys this multirun sweeps (``swept``; None: any), so that e.g. a calibration sweep of
+        the default experiment does not render a table of methods × seeds."""
         if self.tables:
             return [load_spec(t) for t in self.tables]
-        return specs_for_experiment(experiment, errors=errors) if experiment else []
+        if not experiment:
+            return []
+        found = specs_for_experiment(experiment, errors=errors)
+        if swept is None:
+            return found
+        return [
+            spec
+            for spec in found
+            if any(j.experiment == experiment and set(j.sweep) <= swept for j in spec.jobs)
+        ]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         failed = [r for r in find_runs([sweep_dir]) if r.status != "ok"]
         errors: list[SpecError] = []
         try:
-            specs = self.specs(config.get("experiment_name"), errors)
+            specs = self.specs(config.get("experiment_name"), swept_keys(config), errors)
         except SpecError as err:
             errors, specs = [err], []
         for err in errors:
@@ -74,6 +88,17 @@ class RenderTables(Callback):
                     "adacal: job %s %s: %s", run.folder, run.status, run.error or "no metrics.json"
                 )
             sys.exit(1)
+
+
+def swept_keys(config: DictConfig) -> set[str]:
+    """The keys a multirun sweeps: comma lists on the command line and the experiment's
+    ``hydra.sweeper.params``."""
+    keys = set(OmegaConf.select(config, "hydra.sweeper.params", default=None) or {})
+    for override in OmegaConf.select(config, "hydra.overrides.task", default=None) or []:
+        key, _, value = str(override).partition("=")
+        if "," in value and not value.lstrip().startswith("["):
+            keys.add(key.lstrip("+~"))
+    return keys
 
 
 def log_to_wandb(config: DictConfig, rendered: Rendered) -> None:

@@ -265,7 +265,7 @@ def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
         detail = f"failed: {run.error or 'no error recorded'}"
     elif run.status == "running":
         done = ", ".join(map(str, run.timesteps())) or "none"
-        detail = f"incomplete (status running; T done: {done})"
+        detail = f"incomplete (status running: still running, or killed; T done: {done})"
     else:
         detail = "missing: no metrics.json (killed before its first T, or not started)"
     return f"- `{_where(run, roots)}` ({overrides}): {detail}"
