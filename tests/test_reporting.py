@@ -112,25 +112,9 @@ def test_anytime_markdown_exact():
     assert anytime_markdown(METRICS) == "\n".join(lines) + "\n"
 
 
-def test_method_table_rows_and_savings():
-    from adacal.reporting.methods import method_label, method_rows, methods_markdown
+def test_method_labels():
+    from adacal.reporting.methods import method_label
 
-    base = {
-        "ann/test/acc": 0.9,
-        "snn/test/acc_T4": 0.6,
-        "snn/test/sops_T4": 2.5e6,
-        "snn/test/energy_uj_T4": 10.0,
-        "snn/test/saving_vs_ann_T4": 0.5,
-        "snn/test/mean_timesteps_T4": 4.0,
-    }
-    ada = {**base, "snn/test/acc_T4": 0.85, "snn/test/energy_uj_T4": 7.5}
-    own = {**base, "snn/test/energy_uj_T4": 4.0, "snn/baseline/energy_uj_T4": 5.0}
-    rows = method_rows([("if", base), ("adafire", ada), ("x", own)], [4], baseline="if")
-    assert rows[0] == ["4", "if", "60.00", "-30.00", "2.50", "10.00", "+0.0%", "+50.0%", "4.00"]
-    assert rows[1][2:4] == ["85.00", "-5.00"] and rows[1][6] == "+25.0%"
-    rows = method_rows([("x", own)], [4, 8])  # no baseline run: the run's own baseline keys
-    assert rows[0][6] == "+20.0%" and rows[1][2:] == ["-"] * 7
-    assert methods_markdown([("if", base)], [4]).count("\n") == 3
     cfg = {
         "neuron": {"name": "burst", "phi": 4},
         "compression": {"name": "ssc"},
@@ -166,8 +150,6 @@ def test_iat_run_gives_a_row_without_and_with_exits(tmp_path):
 
 def test_segmentation_records_are_tabled_by_miou():
     """A record with miou keys is labelled and scored by mIoU (acc keys are not read)."""
-    from adacal.reporting.methods import methods_markdown
-
     seg = {
         "ann/test/miou": 0.6,
         "ann/test/pixel_acc": 0.9,
@@ -181,6 +163,7 @@ def test_segmentation_records_are_tabled_by_miou():
     assert md.splitlines()[0].startswith("| T | ANN mIoU (%) | SNN mIoU (%) | Δ vs ANN (pp)")
     assert md.splitlines()[2].startswith("| 8 | 60.00 | 55.00 | -5.00 |")
     assert anytime_markdown(seg).splitlines()[2] == "| 4 | 30.00 |"
-    table = methods_markdown([("if", seg)], [8], baseline="if").splitlines()
-    assert table[0].startswith("| T | method | mIoU (%) | Δ vs ANN (pp) |")
-    assert table[2].startswith("| 8 | if | 55.00 | -5.00 |")
+    from adacal.reporting.methods import runs_metric
+
+    assert runs_metric([("if", {"snn/test/acc_T8": 0.5}), ("seg", seg)]) == "miou"
+    assert runs_metric([("if", {"snn/test/acc_T8": 0.5})]) == "acc"

@@ -355,6 +355,15 @@ def test_bad_spec_names_the_key(tmp_path, change, key):
     assert err.value.key == key and str(path) in str(err.value)
 
 
+def test_spec_that_is_not_yaml_names_the_file(tmp_path):
+    for text in ("title: a: b\n", "- just\n- a list\n"):
+        path = tmp_path / "broken.yaml"
+        path.write_text(text)
+        with pytest.raises(SpecError) as err:
+            load_spec(path)
+        assert err.value.key == "yaml" and str(path) in str(err.value)
+
+
 def test_cli_bad_input_one_line_exit_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -491,9 +500,10 @@ def test_callback_logs_the_rendered_table_to_the_sweeps_wandb_group(sweep, tmp_p
         assert len(calls) == expected
     (rows, columns, images), kwargs = calls[0]
     assert columns[:4] == ["row_id", "row", "T", "seeds"] and len(rows) == len(out.lines)
-    assert (
-        rows[4]["row"] == "IF" and rows[4]["score"] == "85" and rows[4]["score_reference"] == "80"
-    )
+    # numbers, not CSV text: W&B can plot the columns
+    assert rows[4]["row"] == "IF" and rows[4]["T"] == 8 and rows[4]["score"] == pytest.approx(85.0)
+    assert rows[4]["score_reference"] == 80.0 and rows[4]["score_delta"] == pytest.approx(5.0)
+    assert rows[3]["score"] is None  # AdaFire crashed: no value, not 0
     assert set(images) == {"score_vs_T", "pareto"}
     assert (kwargs["project"], kwargs["group"], kwargs["mode"], kwargs["name"]) == (
         "p",
@@ -517,3 +527,43 @@ def test_one_broken_spec_does_not_stop_the_others(tmp_path):
     assert [e.key for e in errors] == ["colour"]
     with pytest.raises(SpecError):
         specs_for_experiment("digits_small_cnn", tmp_path)
+
+
+def test_unknown_table_stops_the_multirun_before_any_job(tmp_path, tiny_overrides):
+    """table=<unknown> is refused at the start: exit 2, one line naming `table`, no run."""
+    cmd = [sys.executable, str(REPO / "run.py"), "-m", *tiny_overrides, "table=no_such_table"]
+    cmd += [f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=0,1"]
+    env = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("adacal:")]
+    assert errors == [errors[0]] and "table: no_such_table: table: no such table spec" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "sweep").rglob("metrics.json"))
+
+
+def test_site_profile_reads_phi_from_the_search_record_else_the_neuron(tmp_path):
+    """φ per site: AdaFire's adaptive_T{T}.json choice, else the burst φ, else 1 (IF)."""
+    from adacal.reporting.plots import site_profile
+    from adacal.reporting.records import Entry
+
+    metrics = {
+        "snn/test/site1_rate_T4": 0.2,
+        "snn/test/site0_rate_T4": 0.1,
+        "snn/test/site1_acs_T4": 9,
+    }
+    ada = RunRecord(tmp_path, "ok", {"neuron": {"name": "adafire"}}, metrics)
+    (tmp_path / "adaptive_T4.json").write_text(json.dumps({"adafire": {"phi": [3, 7]}}))
+    assert site_profile(Entry("adafire", ada, metrics), 4) == ([3.0, 7.0], [0.1, 0.2])
+    burst = RunRecord(tmp_path / "b", "ok", {"neuron": {"name": "burst", "phi": 4}}, metrics)
+    assert site_profile(Entry("burst φ=4", burst, metrics), 4) == ([4.0, 4.0], [0.1, 0.2])
+    plain = RunRecord(tmp_path / "c", "ok", {"neuron": {"name": "if"}}, metrics)
+    assert site_profile(Entry("if", plain, metrics), 4)[0] == [1.0, 1.0]
+    assert site_profile(Entry("if", plain, metrics), 8) is None  # no per-site data at T=8
+
+
+def test_no_pareto_plot_without_energies(sweep, tmp_path):
+    spec = parse_spec({**SPEC, "columns": ["score"], "baseline": None}, "no_energy")
+    out = render(spec, [sweep], tmp_path / "out")
+    assert "pareto" not in out.files and not (tmp_path / "out" / "no_energy_pareto.png").exists()
+    assert out.files["score_vs_T"].is_file()

@@ -12,8 +12,6 @@ it); the table lists it, and the multirun then exits with status 1.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import sys
 from pathlib import Path
@@ -64,6 +62,15 @@ class RenderTables(Callback):
             if any(j.experiment == experiment and set(j.sweep) <= swept for j in spec.jobs)
         ]
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check the tables named by ``table`` before any job runs (exit 2 with one line)."""
+        try:
+            for name in self.tables:
+                load_spec(name)
+        except SpecError as err:
+            print(f"adacal: configuration error: table: {err}", file=sys.stderr)
+            sys.exit(2)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         failed = [r for r in find_runs([sweep_dir]) if r.status != "ok"]
@@ -111,9 +118,8 @@ def log_to_wandb(config: DictConfig, rendered: Rendered) -> None:
         return
     from adacal.reporting.wandb_log import log_rendered_table
 
-    reader = csv.DictReader(io.StringIO(rendered.csv))
-    rows = list(reader)
-    columns = list(reader.fieldnames or [])
+    rows = rendered.records
+    columns = list(rows[0]) if rows else []
     images = {k: v for k, v in rendered.files.items() if v.suffix == ".png"}
     try:
         log_rendered_table(

@@ -73,12 +73,7 @@ def plot_score_vs_T(rendered: Rendered, path: Path) -> Path:
             )
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(spec.timesteps), [str(t) for t in spec.timesteps])
-    ax.set_xlabel("timesteps T")
-    ax.set_ylabel(spec.header("score"))
-    ax.set_title(_wrap(spec.title), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return _finish(fig, ax, spec, "timesteps T", path)
 
 
 def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
@@ -129,12 +124,7 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("energy per image (µJ, log)")
-    ax.set_ylabel(spec.header("score"))
-    ax.set_title(_wrap(spec.title), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return _finish(fig, ax, spec, "energy per image (µJ, log)", path)
 
 
 def site_profile(entry: Entry, T: int) -> tuple[list[float], list[float]] | None:
@@ -184,6 +174,16 @@ def plot_layers(rendered: Rendered, path: Path) -> Path | None:
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     top.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _finish(fig: Any, ax: Any, spec: Any, xlabel: str, path: Path) -> Path:
+    """Label a score plot (x label, the spec's score on y, wrapped title), grid, legend, save."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(spec.header("score"))
+    ax.set_title(_wrap(spec.title), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import yaml
 
 from adacal.reporting.records import Entry, RunRecord, find_runs, matches, split_record
 from adacal.reporting.spec import COLUMNS, Reference, Row, SpecError, TableSpec
+from adacal.reporting.table import _finite
 
 NOT_PUBLISHED = "not published"
 MISSING = "-"
@@ -84,16 +84,9 @@ class Rendered:
     problems: Problems
     markdown: str
     csv: str
+    records: list[dict[str, Any]]  # the CSV's rows as numbers (what W&B logs)
     entries: list[Entry]
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _by_seed(entries: Sequence[Entry]) -> dict[Any, dict[str, Any]]:
@@ -367,36 +360,37 @@ def to_markdown(
     return "\n".join(parts) + "\n"
 
 
-def to_csv(spec: TableSpec, lines: list[Line]) -> str:
-    """One CSV line per (row, T): mean, std and n per column, reference and Δ where quoted."""
-    header = ["row_id", "row", "T", "seeds"]
-    for c in spec.columns:
-        header += [c, f"{c}_std"]
-        if _has_refs(spec, c):
-            header += [f"{c}_reference", f"{c}_delta", f"{c}_source"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-
-    def num(x: float | None) -> str:
-        return "" if x is None else f"{x:.6g}"
-
+def table_records(spec: TableSpec, lines: list[Line]) -> list[dict[str, Any]]:
+    """One record per (row, T) in display units: mean, std and n per column, and the first
+    reference, Δ and source where one is quoted (None where there is no value). The CSV file
+    and the W&B table are both written from these."""
+    records = []
     for line in lines:
-        out = [line.row.id, line.row.label, "" if line.T is None else line.T]
-        out.append(max((cell.n for cell in line.cells.values()), default=0))
+        record: dict[str, Any] = {"row_id": line.row.id, "row": line.row.label, "T": line.T}
+        record["seeds"] = max((cell.n for cell in line.cells.values()), default=0)
         for c in spec.columns:
             cell = line.cells[c]
-            out += [num(cell.mean), num(cell.std)]
+            record[c], record[f"{c}_std"] = cell.mean, cell.std
             if _has_refs(spec, c):
-                refs = line.references[c]
-                first = refs[0] if refs else None
+                first = next(iter(line.references[c]), None)
                 delta = None if first is None or cell.mean is None else cell.mean - first.value
-                out += [
-                    num(first.value if first else None),
-                    num(delta),
-                    spec.sources[first.source] if first else "",
-                ]
-        writer.writerow(out)
+                record[f"{c}_reference"] = None if first is None else first.value
+                record[f"{c}_delta"] = delta
+                record[f"{c}_source"] = "" if first is None else spec.sources[first.source]
+        records.append(record)
+    return records
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    """:func:`table_records` as CSV (numbers with 6 significant digits, None empty)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(records[0]) if records else [])
+    for record in records:
+        writer.writerow(
+            "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+            for v in record.values()
+        )
     return buf.getvalue()
 
 
@@ -423,14 +417,9 @@ def render(
     entries = [e for run in runs if run.status in ("ok", "running") for e in split_record(run)]
     lines = table_lines(spec, entries)
     problems = find_problems(spec, runs, lines)
-    rendered = Rendered(
-        spec,
-        lines,
-        problems,
-        to_markdown(spec, lines, problems, roots),
-        to_csv(spec, lines),
-        entries,
-    )
+    records = table_records(spec, lines)
+    markdown = to_markdown(spec, lines, problems, roots)
+    rendered = Rendered(spec, lines, problems, markdown, to_csv(records), records, entries)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

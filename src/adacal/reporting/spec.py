@@ -319,7 +319,16 @@ def load_spec(name_or_path: str | Path, tables_dir: Path = TABLES_DIR) -> TableS
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in tables_dir.glob("*.yaml")))
         raise SpecError(str(name_or_path), "table", f"no such table spec; known tables: {names}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(
+            str(path), "yaml", f"not valid YAML: {' '.join(str(err).split())}"
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            str(path), "yaml", "the file must hold a mapping of keys (title, jobs, rows…)"
+        )
     spec = parse_spec(data, path.stem, path)
     check_experiments(spec)
     return spec
