@@ -7,7 +7,8 @@
 
 <table> is a spec name under experiments/tables/ or a path to one. The outputs go to --out
 (default: the first sweep folder). --wandb-group also reads the runs of a W&B group (online).
-Exit status 2 with one line naming the problem for a bad spec or an empty sweep folder.
+Exit status 2 with one line naming the problem for a bad spec, an empty sweep folder or an
+--out that is a file. A metrics.json that is not a run record counts as a failed job.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("give a table and at least one sweep folder (or --list)")
         spec = load_spec(args.table)
         out = args.out or args.folders[0]
+        if out.exists() and not out.is_dir():
+            print(
+                f"render: --out {out} is a file; pass a folder (created if missing)",
+                file=sys.stderr,
+            )
+            return 2
         extra = wandb_runs(args.wandb_project, args.wandb_group) if args.wandb_group else []
         rendered = render(spec, args.folders, out, plots=not args.no_plots, extra_runs=extra)
     except SpecError as err:

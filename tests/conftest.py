@@ -13,6 +13,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _seeded_torch() -> None:
+    """Every test starts from the same torch RNG state, whatever ran before it: a test that
+    draws ``torch.randn`` without its own seed sees the same numbers in any order (pytest-randomly
+    reseeds ``random`` and numpy, not torch)."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (holds ``run.py``, ``conf/``, ``src/``)."""
@@ -40,24 +50,30 @@ def digits():
 
 @pytest.fixture(scope="session")
 def digits_ann(digits):
-    """A small CNN trained on digits with a plain loop (seeded; ~98% test accuracy), eval mode."""
+    """A small CNN trained on digits with a plain loop, eval mode (~98 % test accuracy).
+
+    Trained on one thread with fixed seeds (:func:`_hermetic.one_thread`), so it does not depend
+    on the thread count; tests that use it assert equations and invariants of the code, or
+    margins measured wide on several trained variants, never its exact accuracy.
+    """
     import torch
     import torch.nn.functional as F
 
+    from _hermetic import one_thread
     from adacal.models import small_cnn
 
-    torch.manual_seed(0)
-    model = small_cnn(10, in_channels=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    x, y = digits["x_train"], digits["y_train"]
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(6):
-        model.train()
-        for idx in torch.randperm(len(y), generator=gen).split(64):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with one_thread(seed=0):
+        model = small_cnn(10, in_channels=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        x, y = digits["x_train"], digits["y_train"]
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(6):
+            model.train()
+            for idx in torch.randperm(len(y), generator=gen).split(64):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     return model.eval()
 
 
@@ -74,6 +90,7 @@ TINY_OVERRIDES = [
     "logger=none",
     "progress=false",
     "trainer.enable_progress_bar=false",
+    "health=false",  # a 1-epoch model on 300 images may score at chance: accept it here
 ]
 
 

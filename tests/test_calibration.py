@@ -13,16 +13,21 @@ from adacal.calibration import (
     site_rates,
 )
 from adacal.calibration.bias import channel_mean
+from adacal.calibration.data import record_preactivations
 from adacal.calibration.recipe import ThresholdSpec, calibrate, fit_thresholds
 from adacal.calibration.thresholds import surrogate_error
 from adacal.calibration.weights import site_region
 from adacal.snn.convert import convert
-from adacal.snn.neurons import IFNeuron
+from adacal.snn.neurons import IFNeuron, surrogate_floor
 from adacal.snn.simulate import anytime_logits, simulate
 
 
-def _accuracy(net, digits, T: int) -> float:
-    logits = anytime_logits(simulate(net, digits["x_test"], T, chunk=16))[-1]
+def _logits(net, digits, T: int) -> torch.Tensor:
+    """The SNN's rate-coded output after T steps on the digits test images, [N, K]."""
+    return anytime_logits(simulate(net, digits["x_test"], T, chunk=16))[-1]
+
+
+def _accuracy(logits: torch.Tensor, digits) -> float:
     return (logits.argmax(1) == digits["y_test"]).float().mean().item()
 
 
@@ -35,23 +40,36 @@ def _converted(digits_ann, digits, T, method="max", steps=(), samples=256):
 
 
 @pytest.fixture(scope="module")
-def ann_accuracy(digits_ann, digits):
+def ann_logits(digits_ann, digits):
     with torch.no_grad():
-        logits = digits_ann(digits["x_test"])
-    return (logits.argmax(1) == digits["y_test"]).float().mean().item()
+        return digits_ann(digits["x_test"])
 
 
-def test_large_T_matches_the_ann(digits_ann, digits, ann_accuracy):
-    assert ann_accuracy > 0.95
+# The margins below were measured on the fixture model trained on 1 and on 2 threads and with
+# another seed, simulated on 1 and 2 threads (tests/README.md: "Margins"): each bound is several
+# times looser than the worst value measured, and far from what broken code gives.
+
+
+def test_large_T_matches_the_ann(digits_ann, digits, ann_logits):
+    assert _accuracy(ann_logits, digits) > 0.9  # measured 0.98 (chance: 0.1)
     net, _ = _converted(digits_ann, digits, 256)
-    assert abs(_accuracy(net, digits, 256) - ann_accuracy) <= 0.005
+    snn = _logits(net, digits, 256)
+    # rate coding converges to the ANN: relative output error measured 0.008
+    assert (snn - ann_logits).norm() / ann_logits.norm() < 0.05
+    # measured 0.997 (one image of 360 changes class)
+    assert (snn.argmax(1) == ann_logits.argmax(1)).float().mean() >= 0.98
 
 
-def test_light_calibration_raises_low_T_accuracy(digits_ann, digits):
+def test_light_calibration_raises_low_T_accuracy(digits_ann, digits, ann_logits):
     none, _ = _converted(digits_ann, digits, 4)
     light, _ = _converted(digits_ann, digits, 4, steps=[BiasCorrection()])
-    acc_none, acc_light = _accuracy(none, digits, 4), _accuracy(light, digits, 4)
-    assert acc_light > acc_none + 0.02, (acc_none, acc_light)
+    out_none, out_light = _logits(none, digits, 4), _logits(light, digits, 4)
+    # the output moves towards the ANN's: squared error measured 10.2 -> 1.75 (x0.17)
+    err_none = (out_none - ann_logits).pow(2).mean().item()
+    err_light = (out_light - ann_logits).pow(2).mean().item()
+    assert err_light < 0.5 * err_none, (err_none, err_light)
+    acc_none, acc_light = _accuracy(out_none, digits), _accuracy(out_light, digits)
+    assert acc_light > acc_none, (acc_none, acc_light)  # measured 0.892 -> 0.975
 
 
 def test_mse_thresholds_have_lower_surrogate_error_than_max(digits_ann, digits):
@@ -62,22 +80,47 @@ def test_mse_thresholds_have_lower_surrogate_error_than_max(digits_ann, digits):
     total_max = total_mse = 0.0
     for site, act, th_max in zip(net.sites, data.ann, max_thetas, strict=True):
         rows = act.reshape(1, -1)
-        total_max += surrogate_error(rows, th_max, T, T).item()
-        total_mse += surrogate_error(rows, site.theta, T, T).item()
-        assert site.theta.item() <= th_max.item()
-    assert total_mse < 0.8 * total_max, (total_mse, total_max)
+        err_max = surrogate_error(rows, th_max, T, T).item()
+        err_mse = surrogate_error(rows, site.theta, T, T).item()
+        # θ is a grid point max·(1 − 0.01 i), i < 95, and i = 0 (max) is one of them
+        i = round(100 * (1 - site.theta.item() / th_max.item()))
+        assert 0 <= i < 95
+        assert site.theta.item() == pytest.approx(th_max.item() * (1 - 0.01 * i), rel=1e-5)
+        assert err_mse <= err_max * (1 + 1e-4)  # fitted on a subsample: up to rounding
+        total_max += err_max
+        total_mse += err_mse
+    assert total_mse < 0.8 * total_max, (total_mse, total_max)  # measured x0.15
 
 
-def test_bias_correction_zeroes_the_mean_error_of_the_first_site(digits_ann, digits):
+def test_bias_correction_shifts_the_first_site_by_its_mean_error(digits_ann, digits):
+    """Bias calibration subtracts the per-channel mean error (SNN rate − ANN activation) from
+    the input of the site. The first site's input is constant over the steps, so its IF rate is
+    the clip-round surrogate of that input, before and after the shift: checked by equation
+    (whether the mean error then shrinks depends on how the quantiser cuts the trained model's
+    activations, so it is not asserted)."""
     T = 4
     net, data = _converted(digits_ann, digits, T)
-    images = data.images
-    before = channel_mean(site_rates(net, images, T, [0])[0] - data.ann[0])
+    images, site = data.images, net.sites[0]
+    (z,) = record_preactivations(net, images, batch_size=64)[:1]
+    theta = site.theta.reshape(1, -1, 1, 1)
+
+    def quantised(shift: torch.Tensor) -> torch.Tensor:
+        return surrogate_floor(z + shift.reshape(1, -1, 1, 1), theta, T, theta / 2, T)
+
+    rates = site_rates(net, images, T, [0])[0]
+    before = channel_mean(rates - data.ann[0])
     BiasCorrection()(net, data)
-    after = channel_mean(site_rates(net, images, T, [0])[0] - data.ann[0])
-    # one correction step through a 4-level quantiser: measured 0.070 -> 0.038 (x0.54)
-    assert after.abs().mean() < 0.7 * before.abs().mean(), (before, after)
-    assert torch.allclose(net.sites[0].bias, -before)  # b <- b - mean error, per channel
+    assert torch.allclose(site.bias, -before)  # b <- b - mean error, per channel
+    after_rates = site_rates(net, images, T, [0])[0]
+    after = channel_mean(after_rates - data.ann[0])
+    for got, shift in ((rates, torch.zeros_like(before)), (after_rates, -before)):
+        expected = quantised(shift)
+        # equal up to a float ulp at a level boundary (T·z/θ + 1/2 an integer)
+        wrong = (got - expected).abs() > 1e-4
+        assert wrong.double().mean() < 1e-4, int(wrong.sum())
+    expected_after = channel_mean(quantised(-before) - data.ann[0])
+    torch.testing.assert_close(after, expected_after, atol=1e-4, rtol=0)
+    assert not torch.allclose(after, before, atol=1e-4)  # the shift changed the rates
 
 
 def test_potential_calibration_reduces_the_rate_error_per_neuron(digits_ann, digits):
@@ -91,7 +134,7 @@ def test_potential_calibration_reduces_the_rate_error_per_neuron(digits_ann, dig
 
     before = error()
     PotentialCalibration()(net, data)
-    assert error() < 0.5 * before
+    assert error() < 0.5 * before  # measured x0.06
 
 
 def test_weight_calibration_never_raises_the_surrogate_loss(digits_ann, digits):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from _archives import extracted_archive
+from _archives import extracted_archive, realdata_marks
 from adacal.pipeline import run
 from adacal.reporting import read_metrics
+
+pytestmark = realdata_marks("camvid.tar.gz")
 
 # Measured on the CPU with exactly the overrides below (16 test images of the fixed test_limit
 # permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).

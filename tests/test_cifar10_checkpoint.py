@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from _archives import extracted_archive
+from _archives import extracted_archive, realdata_marks
 from adacal.pipeline import run
 
 # Measured on the CPU with exactly the overrides below (1,000 test images of the fixed
@@ -19,6 +19,8 @@ from adacal.pipeline import run
 # calibration.steps.0.reuse_prefix=false (chunks of snn.chunk = 8 steps) the same check
 # measures 0.864: convolutions on other batch shapes round differently and 3 of the 1,000
 # images change class.
+pytestmark = realdata_marks("cifar10-jpeg.tar.gz")
+
 EXPECTED = {"ann/test/acc": 0.880, "snn/test/acc_T32": 0.867}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -194,7 +193,9 @@ def integer_dp(values: np.ndarray, costs: np.ndarray, budget: int) -> float:
 
 
 @pytest.mark.parametrize("anti", [False, True])
-def test_large_instance_fast_and_better_than_greedy(anti: bool) -> None:
+def test_large_instance_better_than_greedy(anti: bool) -> None:
+    """The search's largest instance (30 sites x 19 candidates); its wall time is measured by
+    benchmarks/frontier_speed.py, not asserted here."""
     rng = np.random.default_rng(7 + anti)
     costs = rng.uniform(0.0, 1.0, (30, 19))
     if anti:  # realistic: more spikes, less sensitivity
@@ -202,10 +203,7 @@ def test_large_instance_fast_and_better_than_greedy(anti: bool) -> None:
     else:
         values = rng.uniform(0.0, 1.0, (30, 19))
     budget = costs.min(1).sum() + 0.6 * (costs.max(1).sum() - costs.min(1).sum())
-    start = time.perf_counter()
     got = solve_min_sum(values.tolist(), costs.tolist(), budget)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0
     check_choice(got, values.tolist(), costs.tolist())
     assert within(got.cost, budget)
     assert got.value <= greedy(values, costs, budget) + 1e-9

@@ -117,8 +117,18 @@ def test_fitted_thresholds_lie_in_a_to_a_plus_b(eta):
     assert eta.max().item() == pytest.approx(1.0)
 
 
-def test_early_exit_saves_steps_and_exited_samples_cost_nothing(net, eta, digits):
+def _median_thresholds(net, x) -> torch.Tensor:
+    """η_t just below the median entropy confidence after t steps (full simulation): at least
+    half of the samples exit at step 1, whatever the trained model (ties included)."""
+    mean = anytime_logits(simulate(net, x, T))  # [T, B, K]
+    median = torch.stack([confidence(m, "entropy").median() for m in mean])
+    return torch.nextafter(median, torch.tensor(-math.inf))
+
+
+@pytest.mark.parametrize("thresholds", ["fitted", "median"])
+def test_early_exit_saves_steps_and_exited_samples_cost_nothing(net, eta, digits, thresholds):
     x, y = digits["x_test"][:96], digits["y_test"][:96]
+    eta = eta if thresholds == "fitted" else _median_thresholds(net, x)
     seen: list[list[int]] = [[] for _ in net.sites]
     hooks = [
         site.register_forward_hook(lambda m, inp, out, i=i: seen[i].append(inp[0].shape[0]))
@@ -131,14 +141,9 @@ def test_early_exit_saves_steps_and_exited_samples_cost_nothing(net, eta, digits
             hook.remove()
     steps = res.exit_step
     assert steps.min() >= 1 and steps.max() <= T
-    assert steps.float().mean() < T - 1  # many samples exit early
-    # exits trade accuracy for steps: measured 0.81 at exit vs 0.97 with all T steps (max
-    # thresholds, early steps are poor; the fixture model varies with the thread count),
-    # far above chance (0.1), which wrong logits at exit would give
-    full = simulate(net, x, T).mean(0)
-    acc_full = (full.argmax(1) == y).float().mean()
-    acc_exit = (res.logits.argmax(1) == y).float().mean()
-    assert acc_exit > 0.7 and acc_full > 0.9
+    if thresholds == "median":  # c_1 >= median(c_1) for half of the samples: they exit at t = 1
+        assert int((steps == 1).sum()) >= len(y) // 2
+        assert steps.float().mean() < T - 1  # many samples exit early
     assert res.active[0] == len(y) and (res.active[1:] <= res.active[:-1]).all()
     assert res.active.tolist() == [int((steps >= t).sum()) for t in range(1, T + 1)]
     assert int(res.active.sum()) == int(steps.sum())
@@ -155,12 +160,18 @@ def test_early_exit_saves_steps_and_exited_samples_cost_nothing(net, eta, digits
     over[-1] = True
     first = over.float().argmax(0) + 1  # first step with c_t > η_t
     assert torch.equal(steps, first)
+    # the logits at exit are each sample's mean output after its exit step (not those of
+    # another step or sample): so are its prediction and the accuracy at exit
     at_exit = mean[steps - 1, torch.arange(len(y))]
     torch.testing.assert_close(res.logits, at_exit, rtol=1e-5, atol=1e-5)
+    assert torch.equal(res.logits.argmax(1), at_exit.argmax(1))
     ran = (torch.arange(1, T + 1).reshape(T, 1) <= steps).double()  # [T, B]: steps simulated
     torch.testing.assert_close(res.site_spikes, (spikes * ran).sum((1, 2)), rtol=1e-6, atol=1e-3)
     torch.testing.assert_close(res.site_sops, (sops * ran).sum((1, 2)), rtol=1e-6, atol=1e-3)
-    assert (res.site_spikes < spikes.sum((1, 2))).all()
+    full_spikes = spikes.sum((1, 2))
+    assert (res.site_spikes <= full_spikes + 1e-3).all()
+    if thresholds == "median":  # samples left after step 1: every site fires less in total
+        assert (res.site_spikes < full_spikes).all()
 
 
 def test_no_early_exit_equals_the_full_simulation(net, digits):
@@ -190,14 +201,15 @@ def _evaluate(net, dataset, eta, devices: int = 1) -> tuple[SNNEvaluator, dict[s
     return evaluator, trainer.test(evaluator, verbose=False)[0]
 
 
-def test_evaluator_reports_exit_accuracy_mean_timesteps_and_histogram(net, eta, digits):
+def test_evaluator_reports_exit_accuracy_mean_timesteps_and_histogram(net, digits):
     x, y = digits["x_test"][:96], digits["y_test"][:96]
+    eta = _median_thresholds(net, x)  # half of the images exit at t = 1
     evaluator, logged = _evaluate(net, TensorDataset(x, y), eta)
     r = evaluator.results
     hist = r["exit_hist"]
     assert len(hist) == T and sum(hist) == pytest.approx(1.0)
     assert sum(t * f for t, f in enumerate(hist, 1)) == pytest.approx(r["mean_timesteps"])
-    assert r["mean_timesteps"] < T
+    assert r["mean_timesteps"] < (1 + T) / 2 + 1e-9  # at least half exit at t = 1
     assert logged["mean_timesteps"] == pytest.approx(r["mean_timesteps"])
     assert r["acc_exit"] == r[f"acc_t{T}"] and "acc_t1" not in r
     res = simulate_early_exit(net, x, T, eta, "entropy")  # one batch instead of 40-image ones

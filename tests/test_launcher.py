@@ -163,6 +163,41 @@ def test_slurm_cpu_preset_asks_for_no_gpu(conf_dirs, tmp_path, monkeypatch):
     assert cfg.hydra.launcher.partition == "cpu-part"
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_is_adacals_surviving_launcher(conf_dirs, tmp_path, preset):
+    """hydra_plugins/adacal_submitit: a killed job is recorded instead of ending the sweep."""
+    overrides = [f"hydra/launcher={preset}"] + (["trainer=ddp"] if preset == "slurm_ddp" else [])
+    cfg = compose_hydra(conf_dirs[0], overrides, sweep_dir=tmp_path)
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.adacal_submitit.launcher.")
+    assert hasattr(instantiate(cfg.hydra.launcher), "_outcome")
+
+
+def test_cluster_block_sets_time_cpus_and_memory(conf_dirs, tmp_path, monkeypatch):
+    overrides = ["hydra/launcher=slurm_cpu", "cluster.cpus_per_task=1", "cluster.mem_gb=2",
+                 "cluster.timeout_min=5", "cluster.partition=local"]  # fmt: skip
+    cfg = compose_hydra(conf_dirs[0], overrides, sweep_dir=tmp_path)
+    flags = sbatch_flags(sbatch_script(cfg, monkeypatch)[0])
+    assert (flags["cpus-per-task"], flags["mem"], flags["time"]) == ("1", "2GB", "5")
+    assert flags["partition"] == "local"
+    cfg = compose_hydra(conf_dirs[0], ["hydra/launcher=slurm_cpu"], sweep_dir=tmp_path)
+    flags = sbatch_flags(sbatch_script(cfg, monkeypatch)[0])  # null: the preset's values
+    assert (flags["cpus-per-task"], flags["mem"], flags["time"]) == ("8", "32GB", "720")
+
+
+@pytest.mark.parametrize("preset", ["slurm", "slurm_ddp"])
+@pytest.mark.parametrize("zero", ["cluster.gpus_per_node=0", "hydra.launcher.gpus_per_node=0"])
+def test_gpu_presets_with_zero_gpus_ask_for_no_gpu(conf_dirs, tmp_path, monkeypatch, preset, zero):
+    """A CPU-only cluster rejects --gpus-per-node=0: no GPU flag (nor mem-per-gpu) at all."""
+    overrides = [f"hydra/launcher={preset}", zero]
+    if preset == "slurm_ddp":
+        overrides += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    cfg = compose_hydra(conf_dirs[0], overrides, sweep_dir=tmp_path)
+    flags = sbatch_flags(sbatch_script(cfg, monkeypatch)[0])
+    assert not any("gpu" in key for key in flags), flags
+    if preset == "slurm_ddp":
+        assert flags["ntasks-per-node"] == "2"
+
+
 # -- cluster block ---------------------------------------------------------------------------
 
 
@@ -177,6 +212,11 @@ def test_cluster_block_from_the_environment(conf_dirs, tmp_path, monkeypatch, pr
         "qos": "high",
         "constraint": "h100",
         "cpu_partition": "gpu-env",
+        # resources: null means the preset's value
+        "timeout_min": None,
+        "cpus_per_task": None,
+        "mem_gb": None,
+        "gpus_per_node": None,
     }
     flags = sbatch_flags(sbatch_script(cfg, monkeypatch)[0])
     assert (flags["partition"], flags["account"]) == ("gpu-env", "acct-env")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _hermetic import one_thread
 from adacal.checkpoint import save_state_dict
 from adacal.errors import ConfigError
 from adacal.pipeline import run
@@ -29,20 +30,23 @@ def shapes_checkpoint(compose_config, tmp_path_factory):
     cfg = compose_config(SHAPES, output_dir=out)
     dm = instantiate(cfg.dataset)
     dm.setup()
-    torch.manual_seed(0)
-    model = instantiate(cfg.architecture)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loader = torch.utils.data.DataLoader(dm.train_set, batch_size=16, shuffle=True)
-    steps = 0
-    while steps < 150:
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y, ignore_index=255)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps == 150:
-                break
+    with one_thread(seed=0):  # the same network for every thread count
+        model = instantiate(cfg.architecture)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        loader = torch.utils.data.DataLoader(
+            dm.train_set, batch_size=16, shuffle=True, generator=gen
+        )
+        steps = 0
+        while steps < 150:
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y, ignore_index=255)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                steps += 1
+                if steps == 150:
+                    break
     path = out / "shapes.pt"
     save_state_dict(model.eval(), path, "tests/test_pipeline_segmentation.py")
     return path

@@ -47,12 +47,24 @@ def calibrated(digits, digits_ann):
     return out
 
 
-def test_adafire_is_at_least_as_accurate_as_if_at_low_T(calibrated, digits):
-    x, y = digits["x_test"], digits["y_test"]
-    acc_if, _ = _accuracy_and_spikes(calibrated["if"][0], x, y, T_LOW)
-    acc_ada, _ = _accuracy_and_spikes(calibrated["adafire"][0], x, y, T_LOW)
-    # measured: IF 96.9 %, AdaFire 97.5 % (ANN 97.5 %) at T = 2
-    assert acc_ada >= acc_if
+def test_adafire_is_closer_to_the_ann_than_if_at_low_T(calibrated, digits, digits_ann):
+    """AdaFire's searched φ (burst firing) brings the T = 2 output closer to the ANN's than IF
+    (φ = 1 everywhere): the symmetric KL on the test images, and the search's own objective."""
+    x = digits["x_test"]
+    with torch.no_grad():
+        ann = digits_ann(x)
+    kl = {
+        name: symmetric_kl(simulate(calibrated[name][0], x, T_LOW).mean(0), ann).mean().item()
+        for name in ("if", "adafire")
+    }
+    # measured KL: IF 0.175, AdaFire 0.009 (x0.05; accuracy 95.0 % and 97.8 %, ANN 98.1 %)
+    assert kl["adafire"] < 0.5 * kl["if"], kl
+    # the search's objective: φ = 1 at every site is within the spike budget (IF spikes less
+    # than φ_target), so the chosen φ are at most as sensitive as IF, site sums of the record
+    rec = calibrated["adafire"][1]["adafire"]
+    one = rec["candidates"].index(1)
+    assert sum(row[one] for row in rec["spikes"]) <= rec["budget"]
+    assert rec["chosen_sensitivity"] <= sum(row[one] for row in rec["sensitivity"]) + 1e-12
 
 
 def test_search_record_and_budget(calibrated):
@@ -84,13 +96,14 @@ def test_ssc_lowers_spikes_and_keeps_kl_within_budget(calibrated, digits):
     assert rec["budget"] == pytest.approx(1.5 * len(net_ssc.sites) * rec["base_sensitivity"])
     _, spikes_ada = _accuracy_and_spikes(net_ada, x, digits["y_test"], T_LOW)
     _, spikes_ssc = _accuracy_and_spikes(net_ssc, x, digits["y_test"], T_LOW)
-    assert spikes_ssc < 0.9 * spikes_ada
-    # the compressed network's own KL to the ANN on the search images stays within the budget
+    assert spikes_ssc < 0.9 * spikes_ada  # measured x0.35
+    # the compressed network's own KL to the ANN on the search images stays near the budget,
+    # which sums single-site changes (measured 0.84 x budget; not a bound the solver promises)
     images = data.images[:64]
     net_ssc.set_mode("relu")
     ann = net_ssc(images)
     snn = simulate(net_ssc, images, T_LOW).mean(0)
-    assert symmetric_kl(snn, ann).mean().item() <= rec["budget"]
+    assert symmetric_kl(snn, ann).mean().item() <= 2 * rec["budget"]
 
 
 def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits_ann):

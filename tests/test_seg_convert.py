@@ -13,6 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torchmetrics.classification import MulticlassJaccardIndex
 
+from _hermetic import one_thread
 from adacal.calibration import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate, fit_thresholds
 from adacal.errors import ConfigError
@@ -317,23 +318,23 @@ def test_trained_deeplabv3plus_snn_matches_the_ann_miou():
     size, classes = 32, 3  # 32x32 keeps training + simulation near 15 s on one CPU thread
     x_train, y_train = _shapes(320, size, seed=0)
     x_test, y_test = _shapes(32, size, seed=1)
-    torch.manual_seed(0)
-    model = segmentation_model(
-        "deeplabv3plus", num_classes=classes, encoder_depth=3, decoder_channels=32
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    step = 0
-    while step < 150:
-        for idx in torch.randperm(len(y_train), generator=gen).split(16):
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == 150:
-                break
+    with one_thread(seed=0):  # the same network for every thread count
+        model = segmentation_model(
+            "deeplabv3plus", num_classes=classes, encoder_depth=3, decoder_channels=32
+        )
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        model.train()
+        step = 0
+        while step < 150:
+            for idx in torch.randperm(len(y_train), generator=gen).split(16):
+                loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                if step == 150:
+                    break
     model.eval()
 
     scorer = MeanIoU(classes)
@@ -345,7 +346,7 @@ def test_trained_deeplabv3plus_snn_matches_the_ann_miou():
     with torch.no_grad():
         ann = model(x_test)
     ann_miou = miou(ann)
-    assert ann_miou > 0.8, ann_miou  # measured 0.893 (pixel accuracy 0.971)
+    assert ann_miou > 0.8, ann_miou  # measured 0.895, the same on 1 and 2 threads
 
     T = 128
     net = convert(model, IFNeuron(), x_test[:1])
@@ -353,11 +354,11 @@ def test_trained_deeplabv3plus_snn_matches_the_ann_miou():
     calibrate(net, data, ThresholdSpec(method="max"))
     rates = anytime_logits(simulate(net, x_test, T, chunk=32))
     snn_miou = miou(rates[-1])
-    # measured SNN mIoU 0.8809 at T = 16, 0.8914 at 64, 0.8925 at 128 (gap 0.0008)
+    # measured SNN mIoU 0.8801 at T = 16, 0.8938 at 128 (gap 0.0010), on 1 and 2 threads
     assert abs(snn_miou - ann_miou) <= 0.01, (ann_miou, snn_miou)
     assert abs(snn_miou - ann_miou) < abs(miou(rates[15]) - ann_miou)
     agree = (rates[-1].argmax(1) == ann.argmax(1)).float().mean().item()
-    assert agree > 0.99, agree  # measured 0.9988
+    assert agree > 0.99, agree  # measured 0.9991
 
 
 # --- 6. the mIoU arithmetic ------------------------------------------------------------------

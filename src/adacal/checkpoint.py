@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from adacal.errors import ConfigError
@@ -49,16 +51,46 @@ def readable_by_all(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def fsync_dir(folder: str | Path) -> None:
+    """Flush a folder's entries (a rename) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    to ``path``.
+
+    A full disk, a signal or any other error removes the temporary file and leaves ``path``
+    as it was (absent, or the previous complete file): never a truncated file under the final
+    name. The file gets the usual mode (0666 & ~umask).
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         readable_by_all(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+    return path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def save_state_dict(
@@ -71,8 +103,8 @@ def save_state_dict(
 
     ``dtype="float16"`` stores floating-point tensors in half precision (half the size; loading
     casts them back to the model's dtype). The tensor file is written to a temporary name and
-    renamed, so an interrupted save never leaves a half-written checkpoint under the final
-    name. Returns the hex sha256 digest.
+    renamed (:func:`write_atomic`), so an interrupted save or a full disk never leaves a
+    half-written checkpoint under the final name. Returns the hex sha256 digest.
     """
     if dtype not in ("float32", "float16"):
         raise ConfigError("ann.export_dtype", f"'{dtype}' is not one of float32, float16")
@@ -85,15 +117,7 @@ def save_state_dict(
             k: v.half() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
             for k, v in state.items()
         }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: the archive name inside is fixed
-            torch.save(state, f)
-        readable_by_all(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(state, f))  # a file object: fixed archive name
     digest = sha256_file(path)
     sha_path, cmd_path = sidecar_paths(path)
     _write_text_atomic(sha_path, f"{digest}  {path.name}\n")
@@ -129,6 +153,12 @@ def verify_checkpoint(path: str | Path, key: str = "ann.checkpoint") -> str:
             "replaced",
         )
     return digest
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type name when the message is empty."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _shape_mismatch_message(
@@ -171,7 +201,7 @@ def load_state_dict(model: nn.Module, path: str | Path, key: str = "ann.checkpoi
             key,
             f"{path} is not a plain tensor state dict "
             f"(torch.load weights_only=True refused it: "
-            f"{str(err).splitlines()[0]})",
+            f"{first_line(err)})",
         ) from err
     if (
         isinstance(loaded, Mapping)
@@ -192,3 +222,22 @@ def load_state_dict(model: nn.Module, path: str | Path, key: str = "ann.checkpoi
         )
     model.load_state_dict(loaded, strict=True)
     return digest
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer (``.ckpt``), written through :func:`write_atomic`.
+
+    Lightning's own writer goes through fsspec, whose temporary file may live on another file
+    system and be copied into place: on a full disk that leaves a truncated ``last.ckpt``,
+    which ``ann.resume=auto`` would then try to resume from. Pass it as
+    ``Trainer(plugins=[AtomicCheckpointIO()])``.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda f: torch.save(checkpoint, f))

@@ -9,34 +9,30 @@ from omegaconf import DictConfig, ListConfig
 
 from adacal.errors import ConfigError
 from adacal.resume import AUTO, resume_plan
+from adacal.validate import check_values
 
 STAGES = ("ann", "snn")
 
 
 def timesteps(cfg: DictConfig) -> list[int]:
-    """``snn.T`` as a list of target timesteps (an int or a list in the config)."""
+    """``snn.T`` as a list of target timesteps (an int or a list in the config; :func:`validate`
+    has checked that they are distinct positive integers)."""
     value = cfg.snn.T
     values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     return [int(v) for v in values]
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` (naming the key) for values that cannot work."""
+    """Raise :class:`ConfigError` (naming the key) for values that cannot work.
+
+    Types and ranges of every numeric key first (:func:`adacal.validate.check_values`), then
+    the choices and their combinations.
+    """
     stages = list(cfg.stages)
     if not stages or any(s not in STAGES for s in stages):
         raise ConfigError("stages", f"{stages} must be a non-empty subset of {list(STAGES)}")
+    check_values(cfg)
     if "snn" in stages:
-        Ts = timesteps(cfg)
-        if not Ts:
-            raise ConfigError("snn.T", "the timestep list is empty; pass e.g. snn.T=[4,8,16,32]")
-        if any(T <= 0 for T in Ts):
-            raise ConfigError("snn.T", f"timesteps must be positive integers, got {Ts}")
-        if any(int(t) <= 0 for t in cfg.snn.anytime):
-            raise ConfigError("snn.anytime", f"steps must be positive, got {list(cfg.snn.anytime)}")
-        if cfg.snn.chunk is not None and int(cfg.snn.chunk) <= 0:
-            raise ConfigError(
-                "snn.chunk", f"must be a positive number of timesteps or null, got {cfg.snn.chunk}"
-            )
         th = cfg.calibration.threshold
         if th.method == "percentile" and not 0 < float(th.percentile) <= 100:
             raise ConfigError(
@@ -51,10 +47,6 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 "calibration.threshold.granularity",
                 f"'{th.granularity}' is not one of layer, channel",
-            )
-        if int(cfg.calibration.num_samples) <= 0:
-            raise ConfigError(
-                "calibration.num_samples", f"must be positive, got {cfg.calibration.num_samples}"
             )
     if not cfg.ann.checkpoint and not cfg.ann.train:
         raise ConfigError(

@@ -29,20 +29,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from adacal import reporting
+from adacal import health, reporting, run_logger
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate
-from adacal.checkpoint import load_state_dict, save_state_dict
+from adacal.checkpoint import AtomicCheckpointIO, load_state_dict, save_state_dict
 from adacal.config import command_line, timesteps, validate
-from adacal.errors import ConfigError
+from adacal.errors import ConfigError, Interrupted
 from adacal.lightning import SNNEvaluator
 from adacal.metrics import energy
 from adacal.models.segmentation import check_input_size
 from adacal.reporting.run_metrics import energy_metrics, search_metrics, snn_metrics
+from adacal.reporting.run_record import RunRecord
 from adacal.resume import resume_plan
+from adacal.signals import interrupts_raise
 from adacal.snn.convert import convert
 from adacal.snn.neurons import IFNeuron
 from adacal.snn.runtime import tune_cpu_allocator
+from adacal.validate import check_data, check_memory
 
 log = logging.getLogger("adacal")
 for _name in ("lightning.pytorch", "lightning.fabric"):  # keep warnings, drop the banner lines
@@ -50,77 +53,86 @@ for _name in ("lightning.pytorch", "lightning.fabric"):  # keep warnings, drop t
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Run the job described by ``cfg``; returns the flat metrics also written to metrics.json."""
+    """Run the job described by ``cfg``; returns the flat metrics also written to metrics.json.
+
+    Every check that needs no training comes first (:func:`adacal.config.validate`, the W&B
+    login, the data set's size, the memory a T needs). SIGINT / SIGTERM raise
+    :class:`~adacal.errors.Interrupted`; any failure writes a ``failed`` record that keeps every
+    finished T and says what was running (:class:`~adacal.reporting.run_record.RunRecord`).
+    """
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, float] = {}
+    record = RunRecord(out_dir, write=rank_zero_only.rank == 0)
+    metrics = record.metrics
     logger = None
-    try:
-        validate(cfg)
-        snn_parts(cfg)  # bad neuron / compression / inference settings fail before any work
-        names = scorer(cfg).names
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        torch.set_float32_matmul_precision("high")
-        if _device(cfg).type == "cpu":
-            tune_cpu_allocator()
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = instantiate(cfg.dataset)
-        datamodule.setup()
-        model = build(cfg.architecture)
-        if hasattr(datamodule, "input_sizes"):  # segmentation: H, W fit the encoder's stride
-            check_input_size(model, datamodule.input_sizes())
-        if "snn" in cfg.stages:  # refuse an unconvertible network before training it
-            convert(model, IFNeuron(), datamodule.calibration_set(1, 0)[0])
-        logger = instantiate(cfg.logger) if cfg.logger.get("_target_") else None
-        extra: dict[str, Any] = {"command": command_line()}
-        extra["ann_checkpoint_sha256"] = prepare_ann(cfg, model, datamodule, logger, out_dir)
-        model = model.to(_device(cfg)).eval()
-        if cfg.ann.evaluate:
-            example = datamodule.calibration_set(1, 0)[0].to(_device(cfg))
-            ann = convert(model, IFNeuron(), example)  # BN folded, every site a ReLU
-            res = evaluate(cfg, ann, datamodule, 0)
-            metrics.update({f"ann/test/{name}": res[f"{name}_t1"] for name in names})
-            metrics["ann/macs"] = energy.ann_macs(ann, example)
-            metrics["ann/energy_uj"] = energy.energy_pj(metrics["ann/macs"], 0.0) / 1e6
-        if "snn" in cfg.stages:
-
-            def partial(snn_metrics: dict[str, float]) -> None:
-                if rank_zero_only.rank == 0:
-                    record = {**metrics, **snn_metrics}
-                    reporting.write_metrics(out_dir, record, resolved, extra, status="running")
-
-            metrics.update(snn_stage(cfg, model, datamodule, out_dir, on_result=partial))
-        if logger is not None:
-            logger.log_hyperparams(resolved)
-            logger.log_metrics(metrics)
-            if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
-                from adacal.reporting import wandb_log
-
-                wandb_log.log_run(logger.experiment, metrics, names)  # curves against T
-                if cfg.logger.get("log_model") and (out_dir / "ann.pt").is_file():
-                    wandb_log.log_checkpoint(
-                        logger.experiment,
-                        out_dir / "ann.pt",
-                        wandb_log.artifact_name("ann", cfg.dataset.name, cfg.architecture.name),
-                        {
-                            "experiment": cfg.experiment_name,
-                            "dataset": cfg.dataset.name,
-                            "architecture": cfg.architecture.name,
-                            "seed": cfg.seed,
-                            "command": extra["command"],
-                        },
-                    )
-        if rank_zero_only.rank == 0:
-            reporting.write_metrics(out_dir, metrics, resolved, extra)
-            print_tables(metrics, cfg, out_dir)
-        return metrics
-    except BaseException as err:
-        if rank_zero_only.rank == 0:
-            reporting.write_failure(out_dir, err, metrics=metrics)
-        raise
-    finally:
-        if logger is not None and type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()
+    with interrupts_raise():
+        try:
+            validate(cfg)
+            snn_parts(cfg)  # bad neuron / compression / inference settings fail before any work
+            names = scorer(cfg).names
+            record.config = OmegaConf.to_container(cfg, resolve=True)
+            record.extra["command"] = command_line()
+            logger = run_logger.start(cfg, record.config)
+            torch.set_float32_matmul_precision("high")
+            if _device(cfg).type == "cpu":
+                tune_cpu_allocator()
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
+            datamodule = build(cfg.dataset)
+            datamodule.setup()
+            check_data(cfg, len(datamodule.train_eval_set))
+            model = build(cfg.architecture)
+            if hasattr(datamodule, "input_sizes"):  # segmentation: H, W fit the encoder's stride
+                check_input_size(model, datamodule.input_sizes())
+            if "snn" in cfg.stages:  # refuse an unconvertible network or a T before training
+                probe = convert(model, IFNeuron(), datamodule.calibration_set(1, 0)[0])
+                check_memory(cfg, [s.neurons_per_sample for s in probe.sites], _device(cfg))
+            record.start("ann")
+            digest = prepare_ann(cfg, model, datamodule, logger, out_dir)
+            record.extra["ann_checkpoint_sha256"] = digest
+            model = model.to(_device(cfg)).eval()
+            trained, lr = not cfg.ann.checkpoint, cfg.ann.optim.get("lr")
+            health.check_finite_weights(model, trained, lr, str(cfg.ann.checkpoint or ""))
+            scores = cfg.get("health", True) and "acc" in names  # accuracy at chance fails
+            k, n = int(cfg.dataset.get("num_classes", 0)), len(datamodule.test_set)
+            if cfg.ann.evaluate:
+                images = datamodule.calibration_set(min(8, len(datamodule.train_eval_set)), 0)[0]
+                example = images[:1].to(_device(cfg))
+                ann = convert(model, IFNeuron(), example)  # BN folded, every site a ReLU
+                health.check_finite_logits(ann, images.to(_device(cfg)), trained, lr)
+                res = evaluate(cfg, ann, datamodule, 0)
+                metrics.update({f"ann/test/{name}": res[f"{name}_t1"] for name in names})
+                metrics["ann/macs"] = energy.ann_macs(ann, example)
+                metrics["ann/energy_uj"] = energy.energy_pj(metrics["ann/macs"], 0.0) / 1e6
+                if scores:
+                    health.check_ann_accuracy(metrics["ann/test/acc"], k, n, trained, lr)
+            if "snn" in cfg.stages:
+                record.start("snn")
+                snn_stage(
+                    cfg,
+                    model,
+                    datamodule,
+                    out_dir,
+                    on_result=record.finish_T,
+                    on_start=lambda T: record.start("snn", T),
+                )
+                health.check_finite_metrics(metrics, timesteps(cfg), names[0])
+                if scores:
+                    health.check_snn_accuracy(metrics, timesteps(cfg), k, n)
+            record.start("report")
+            run_logger.log_results(cfg, logger, metrics, names, out_dir, record.extra["command"])
+            record.ok()
+            if rank_zero_only.rank == 0:
+                print_tables(metrics, cfg, out_dir)
+            return metrics
+        except BaseException as err:
+            if isinstance(err, Interrupted):
+                err.where = record.where()
+            record.failed(err)
+            run_logger.finish(logger, err)
+            logger = None
+            raise
+        finally:
+            run_logger.finish(logger)
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -180,7 +192,12 @@ def prepare_ann(
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out_dir / "lightning_checkpoints", save_last=True, every_n_epochs=1, save_top_k=1
     )
-    trainer = _trainer(cfg, logger, callbacks=[checkpoints])
+    trainer = _trainer(
+        cfg,
+        logger,
+        callbacks=[checkpoints, health.FiniteLoss(cfg.ann.optim.get("lr"))],
+        plugins=[AtomicCheckpointIO()],  # a full disk never leaves a truncated last.ckpt
+    )
     module = build(cfg.task.module, model=model, **cfg.ann.optim)
     trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
     model.eval()
@@ -218,7 +235,9 @@ def evaluate(
         num_workers=cfg.dataset.num_workers,
         **extra,
     )
-    trainer = _trainer(cfg, None, use_distributed_sampler=False, max_epochs=1)
+    # float32 whatever the training precision: the simulation's thresholds and spike counts
+    # are not defined under autocast
+    trainer = _trainer(cfg, None, use_distributed_sampler=False, max_epochs=1, precision="32-true")
     trainer.test(evaluator, verbose=False)
     return evaluator.results
 
@@ -228,11 +247,13 @@ def snn_stage(
     model: torch.nn.Module,
     datamodule: Any,
     out_dir: Path,
-    on_result: Callable[[dict[str, float]], None] | None = None,
+    on_result: Callable[[int, dict[str, float]], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Convert, calibrate and evaluate for every target T in ``snn.T``.
 
-    ``on_result`` receives the metrics gathered so far after each T (partial records).
+    ``on_start(T)`` is called as each T starts; ``on_result(T, metrics)`` receives the
+    metrics gathered so far after each T (partial records).
     """
     images, _, indices = datamodule.calibration_set(
         cfg.calibration.num_samples, cfg.calibration.seed
@@ -246,6 +267,8 @@ def snn_stage(
     names = scorer(cfg).names
     metrics: dict[str, float] = {}
     for T in timesteps(cfg):
+        if on_start is not None:
+            on_start(T)
         kept: list[Any] = []
         net, record, calib_s = convert_and_calibrate(
             cfg, model, images, T, neuron, compression, keep=kept
@@ -290,7 +313,7 @@ def snn_stage(
         if rank_zero_only.rank == 0 and record:
             (out_dir / f"adaptive_T{T}.json").write_text(json.dumps(record, indent=1))
         if on_result is not None:
-            on_result(metrics)
+            on_result(T, metrics)
         log.info(
             "T=%d: %s %.2f%% (calibration %.1fs, evaluation %.1fs)",
             T,

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from adacal.data.batch_augment import BatchAugment
+from adacal.data.device_loader import DeviceBatches
 from adacal.data.transforms import TensorTransform, augment_options
 from adacal.errors import ConfigError
 
@@ -37,6 +39,23 @@ class TensorImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @staticmethod
+    def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+        """``(images uint8 [N, C, H, W], labels [N])`` behind a TensorImageDataset or a
+        ``Subset`` of one; ConfigError("dataset.device_loader") for anything else."""
+        indices = None
+        if isinstance(dataset, Subset):
+            dataset, indices = dataset.dataset, torch.as_tensor(dataset.indices)
+        if not isinstance(dataset, TensorImageDataset):
+            raise ConfigError(
+                "dataset.device_loader",
+                f"{type(dataset).__name__} is not held as a uint8 tensor; "
+                "set dataset.device_loader=false",
+            )
+        if indices is None:
+            return dataset.images, dataset.labels
+        return dataset.images[indices], dataset.labels[indices]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.transform(self.images[index]), int(self.labels[index])
@@ -151,6 +170,7 @@ class ClassificationDataModule(SplitDataModule):
     ``val_dataloader`` is the test set."""
 
     name = "base"
+    DEVICE_LOADER = ("auto", True, False)
 
     def __init__(
         self,
@@ -163,11 +183,17 @@ class ClassificationDataModule(SplitDataModule):
         train_limit: int | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
+        device_loader: bool | str = False,
     ) -> None:
         super().__init__(
             batch_size, eval_batch_size, num_workers, test_limit, train_limit, seed, pin_memory
         )
         self.augment = augment_options(augment, augment_defaults)
+        if device_loader not in self.DEVICE_LOADER:
+            raise ConfigError(
+                "dataset.device_loader", f"must be auto, true or false, got {device_loader!r}"
+            )
+        self.device_loader = device_loader
 
     # -- subclass hook -----------------------------------------------------------------
     def _build(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -179,6 +205,52 @@ class ClassificationDataModule(SplitDataModule):
 
     def eval_transform(self) -> TensorTransform:
         return TensorTransform(self.mean, self.std, train=False)
+
+    # -- the device data path (dataset.device_loader) -----------------------------------
+    def _training_device(self) -> tuple[torch.device, int, int]:
+        """(device, rank, world size) of the attached trainer; the CPU without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return torch.device("cpu"), 0, 1
+        return trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+
+    def uses_device_loader(self) -> bool:
+        """``true``: always; ``auto``: when the trainer runs on a GPU; ``false``: never."""
+        if self.device_loader == "auto":
+            return self._training_device()[0].type == "cuda"
+        return bool(self.device_loader)
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else 0
+
+    def device_batches(self, train: bool) -> DeviceBatches:
+        """The training (augmented, shuffled) or test (normalised) set as device batches."""
+        self.setup()
+        device, rank, world = self._training_device()
+        images, labels = TensorImageDataset.tensors(self.train_set if train else self.test_set)
+        options = self.augment if train else {}
+        return DeviceBatches(
+            images,
+            labels,
+            self.batch_size if train else self.eval_batch_size,
+            BatchAugment(self.mean, self.std, train=train, **options),
+            device=device,
+            shuffle=train,
+            drop_last=train and self.drop_last_train,
+            seed=self.seed,
+            epoch=self._epoch,
+            rank=rank if train else 0,
+            world_size=world if train else 1,
+        )
+
+    def train_dataloader(self) -> Any:
+        return (
+            self.device_batches(True) if self.uses_device_loader() else super().train_dataloader()
+        )
+
+    def val_dataloader(self) -> Any:
+        return self.device_batches(False) if self.uses_device_loader() else super().val_dataloader()
 
     # -- LightningDataModule -----------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -1,7 +1,11 @@
 """Decode an ImageFolder split (``<split>/<class>/<image>``) once into a uint8 tensor cache.
 
 CIFAR-sized JPEGs decode at ~10k images/s with ``torchvision.io``; the cache (``torch.save``,
-loaded with ``weights_only=True``) makes later runs skip decoding entirely.
+loaded with ``weights_only=True``) makes later runs skip decoding entirely. The cache is keyed
+on every file's relative path, size and modification time (ns), so an image edited in place
+is decoded again. A file that does not decode is named in a
+:class:`~adacal.errors.ConfigError` (``dataset.root``); a cache file that does not load is
+named in a warning and rebuilt.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
+
+from adacal.checkpoint import first_line, write_atomic
+from adacal.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +46,16 @@ def list_image_folder(split_dir: str | Path) -> tuple[list[tuple[str, int]], lis
 def cache_key(
     samples: list[tuple[str, int]], split_dir: str | Path, image_size: int | None, channels: int
 ) -> str:
-    """sha1 over relative paths, file sizes, labels and decode options."""
+    """sha1 over relative paths, file sizes, modification times (ns), labels and decode options.
+
+    The modification time makes an in-place edit that keeps the size a new key (a copy that
+    keeps times, ``cp -p`` / ``tar``, keeps the key)."""
     h = hashlib.sha1(f"{image_size}|{channels}".encode())
     root = str(split_dir)
     for path, label in samples:
-        h.update(f"{os.path.relpath(path, root)}|{os.path.getsize(path)}|{label}\n".encode())
+        st = os.stat(path)
+        rel = os.path.relpath(path, root)
+        h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -55,7 +67,13 @@ def _decode(path: str, mode: ImageReadMode) -> Tensor:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_image(read_file(path), mode=mode)
+        try:
+            return decode_image(read_file(path), mode=mode)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ConfigError(
+                "dataset.root",
+                f"cannot decode {path} ({first_line(err)}); replace or remove the file",
+            ) from err
 
 
 def decode_images(paths: list[str], image_size: int | None = None, channels: int = 3) -> Tensor:
@@ -99,18 +117,32 @@ def build_image_cache(
         key = cache_key(samples, split_dir, image_size, channels)
         cache_file = Path(cache_dir) / f".adacal_cache_{split_dir.name}_{key}.pt"
         if cache_file.is_file():
-            data = torch.load(cache_file, map_location="cpu", weights_only=True)
-            return ImageCache(data["images"], data["labels"], list(data["classes"]))
+            cached = _load_cache(cache_file, len(samples))
+            if cached is not None:
+                return cached
     images = decode_images([p for p, _ in samples], image_size, channels)
     labels = torch.tensor([t for _, t in samples], dtype=torch.long)
     if cache_file is not None:
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        payload = {"images": images, "labels": labels, "classes": classes}
         try:
-            torch.save({"images": images, "labels": labels, "classes": classes}, tmp)
-            os.replace(tmp, cache_file)
+            write_atomic(cache_file, lambda f: torch.save(payload, f))
         except OSError as exc:
             log.warning(
                 "could not write image cache %s (%s); keeping it in memory only", cache_file, exc
             )
-            tmp.unlink(missing_ok=True)
     return ImageCache(images, labels, classes)
+
+
+def _load_cache(cache_file: Path, count: int) -> ImageCache | None:
+    """The cache in ``cache_file``, or None (with a warning naming it) when it does not load
+    or does not hold ``count`` images: the caller decodes the images again."""
+    try:
+        data = torch.load(cache_file, map_location="cpu", weights_only=True)
+        cached = ImageCache(data["images"], data["labels"], list(data["classes"]))
+        if len(cached.images) != count or len(cached.labels) != count:
+            raise ValueError(f"holds {len(cached.images)} images, expected {count}")
+    except Exception as exc:  # truncated, corrupt or foreign file: it is only a cache
+        reason = first_line(exc)
+        log.warning("image cache %s is unreadable (%s); decoding again", cache_file, reason)
+        return None
+    return cached

@@ -2,7 +2,9 @@
 extracted ``../shared/data/cifar10-jpeg.tar.gz``) or torchvision's pickled batches.
 
 Images are held as one uint8 tensor (decoded once, cached as ``<root>/.adacal_cache_*.pt``)
-and augmented on tensors, so an epoch is not bound by JPEG decoding.
+and augmented on tensors, so an epoch is not bound by JPEG decoding. With
+``device_loader`` (``auto``: on a GPU trainer) the tensors move to the training device and
+whole batches are augmented there (:mod:`adacal.data.device_loader`).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class CIFARDataModule(ClassificationDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
+        device_loader: bool | str = "auto",
     ) -> None:
         super().__init__(
             batch_size,
@@ -136,6 +139,7 @@ class CIFARDataModule(ClassificationDataModule):
             train_limit,
             seed,
             pin_memory,
+            device_loader=device_loader,
         )
         if num_classes not in STATS:
             raise ConfigError(

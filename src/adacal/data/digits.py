@@ -50,6 +50,7 @@ class DigitsDataModule(ClassificationDataModule):
         seed: int = 0,
         test_fraction: float = 0.2,
         pin_memory: bool | None = None,
+        device_loader: bool | str = False,
     ) -> None:
         super().__init__(
             batch_size,
@@ -61,6 +62,7 @@ class DigitsDataModule(ClassificationDataModule):
             train_limit,
             seed,
             pin_memory,
+            device_loader=device_loader,
         )
         if num_classes != 10:
             raise ConfigError("dataset.num_classes", f"digits has 10 classes, got {num_classes}")

@@ -7,7 +7,10 @@ root key ``table`` (a spec name, a path, or a list of them) or, when null, every
 the rendered table and plots are also logged to the sweep's W&B group (offline by default).
 
 A job that failed leaves a ``failed`` metrics.json (``run.py`` keeps a multirun going past
-it); the table lists it, and the multirun then exits with status 1.
+it; adacal's submitit launchers record a job that was killed, cancelled or ran out of time,
+keeping what it had measured). The table lists such jobs and marks the cells they fed, and the
+multirun then exits with status 1 after one summary line per job. A sweep that no spec
+matches says so in one line.
 """
 
 from __future__ import annotations
@@ -73,14 +76,17 @@ class RenderTables(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        failed = [r for r in find_runs([sweep_dir]) if r.status != "ok"]
+        runs = find_runs([sweep_dir])
+        failed = [r for r in runs if r.status != "ok"]
         errors: list[SpecError] = []
+        swept = swept_keys(config)
         try:
-            specs = self.specs(config.get("experiment_name"), swept_keys(config), errors)
+            specs = self.specs(config.get("experiment_name"), swept, errors)
         except SpecError as err:
             errors, specs = [err], []
         for err in errors:
             log.error("adacal: table not rendered: %s", err)
+        written = []
         for spec in specs:
             try:
                 rendered = render(spec, [sweep_dir], sweep_dir / "tables", plots=self.plots)
@@ -88,13 +94,39 @@ class RenderTables(Callback):
                 log.error("adacal: table %s not rendered: %s", spec.name, err)
                 continue
             log.info("adacal: table %s written to %s", spec.name, rendered.files["markdown"])
+            written.append(str(rendered.files["markdown"]))
             log_to_wandb(config, rendered)
+        if not specs and not errors:
+            print(no_table_line(config.get("experiment_name"), swept, sweep_dir), file=sys.stderr)
         if failed and self.fail_on_failed_jobs:
-            for run in failed:
-                log.error(
-                    "adacal: job %s %s: %s", run.folder, run.status, run.error or "no metrics.json"
-                )
+            print(failure_summary(runs, failed, written), file=sys.stderr)
             sys.exit(1)
+
+
+def no_table_line(experiment: str | None, swept: set[str], sweep_dir: Path) -> str:
+    """One line: no table spec matches this sweep (and how to render one anyway)."""
+    keys = ", ".join(sorted(swept)) or "none"
+    return (
+        f"adacal: no table spec matches this sweep (experiment {experiment}, swept keys: "
+        f"{keys}); records in {sweep_dir}; render one with: python experiments/render.py "
+        f"<table> {sweep_dir}"
+    )
+
+
+def failure_summary(runs: list, failed: list, tables: list[str]) -> str:
+    """What a sweep with unfinished jobs ends with: counts, one line per job, the tables."""
+    counts: dict[str, int] = {}
+    for run in failed:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    lines = [f"adacal: {len(failed)} of {len(runs)} jobs did not finish ({what}); exit status 1"]
+    for run in failed:
+        done = ", ".join(map(str, run.timesteps()))
+        kept = f" [T done: {done}]" if done else ""
+        lines.append(f"  {run.folder}: {run.status}: {run.error or 'no metrics.json'}{kept}")
+    if tables:
+        lines.append("  tables (their cells from these jobs are marked †): " + ", ".join(tables))
+    return "\n".join(lines)
 
 
 def swept_keys(config: DictConfig) -> set[str]:

@@ -6,6 +6,9 @@ A job folder is one holding ``metrics.json`` or a Hydra ``.hydra/`` folder. Its 
 - ``failed``: ``metrics.json`` written by :func:`~adacal.reporting.write_failure` (the error
   is kept);
 - ``running``: a partial record (the run stopped, or still runs, after some T);
+- ``failed`` also for a job the launcher found dead (killed, cancelled, out of time): it
+  keeps the job's metrics and says what stopped it under ``stopped``
+  (``hydra_plugins.adacal_submitit``);
 - ``missing``: a ``.hydra/`` folder and no ``metrics.json`` (killed before its first T, or
   not started yet); its config comes from ``.hydra/config.yaml``.
 
@@ -92,6 +95,9 @@ def read_run(folder: Path) -> RunRecord:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         return RunRecord(folder, "failed", {}, {}, tuple(overrides), f"unreadable: {err}")
+    if not isinstance(record, dict):
+        error = f"unreadable: a JSON {type(record).__name__}, not a run record"
+        return RunRecord(folder, "failed", {}, {}, tuple(overrides), error)
     config = record.get("config") or _read_yaml(folder / ".hydra" / "config.yaml") or {}
     return RunRecord(
         folder=folder,

@@ -11,6 +11,11 @@ The ``saving`` column is 1 − E/E_b per seed, E_b the energy of the spec's ``ba
 at the same T (the same seed when it ran, else the baseline's mean), or, without a baseline
 row, the run's own ``snn/baseline/energy_uj_T{T}``. Δ = ours − reference, in the column's
 display unit (percentage points for scores and savings).
+
+Runs that did not finish (status ``failed``, ``running``, or a job the launcher recorded as
+killed) still give the T they measured before they stopped, but a finished run of the same
+seed wins, and every Markdown cell that uses such a value is marked with :data:`INCOMPLETE`
+(explained under the table, the runs listed below it).
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from adacal.reporting.table import _finite
 
 NOT_PUBLISHED = "not published"
 MISSING = "-"
+INCOMPLETE = "†"  # a value from a run that did not finish
+INCOMPLETE_NOTE = (
+    f"{INCOMPLETE} uses a value from a run that did not finish (failed, killed, cancelled or "
+    "still running; listed below): what it measured before it stopped."
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class Cell:
     """One column of one (row, T): the per-seed values in display units."""
 
     values: tuple[float, ...]
+    incomplete: bool = False  # some value comes from a run whose status is not "ok"
 
     @property
     def n(self) -> int:
@@ -89,50 +100,84 @@ class Rendered:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def _in_order(entries: Sequence[Entry]) -> list[Entry]:
+    """Runs that did not finish first, then finished ones, each in folder order: a later run
+    fills further T, and a finished run's value wins over an unfinished one's."""
+    return sorted(entries, key=lambda e: (e.run.status == "ok", str(e.run.folder)))
+
+
 def _by_seed(entries: Sequence[Entry]) -> dict[Any, dict[str, Any]]:
-    """Merged metrics per seed (entries in folder order: a later run fills further T)."""
+    """Merged metrics per seed (see :func:`_in_order`), seeds in folder order."""
     merged: dict[Any, dict[str, Any]] = {}
     for e in sorted(entries, key=lambda e: str(e.run.folder)):
+        merged.setdefault(e.run.seed, {})
+    for e in _in_order(entries):
         merged.setdefault(e.run.seed, {}).update(e.metrics)
     return merged
 
 
-def _raw(spec: TableSpec, row: Row, column: str, T: int | None, m: dict[str, Any]) -> float | None:
-    """The undisplayed value of ``column`` for one seed's metrics (``saving`` excluded)."""
+def _unfinished_keys(entries: Sequence[Entry]) -> dict[Any, set[str]]:
+    """Per seed, the metric keys whose merged value comes from a run not ``ok``."""
+    keys: dict[Any, set[str]] = {}
+    for e in _in_order(entries):
+        mine = keys.setdefault(e.run.seed, set())
+        if e.run.status == "ok":
+            mine.difference_update(e.metrics)
+        else:
+            mine.update(e.metrics)
+    return keys
+
+
+def _key(spec: TableSpec, row: Row, column: str, T: int | None) -> str | None:
+    """The metric key of ``column`` (``saving`` excluded) for a row at T."""
     key = spec.metric if column == "score" else COLUMNS[column].key
     if row.ann:
-        name = {
+        return {
             "score": f"ann/test/{key}",
             "pixel_acc": "ann/test/pixel_acc",
             "energy_uj": "ann/energy_uj",
-        }
-        return _finite(m.get(name[column])) if column in name else None
-    return _finite(m.get(f"snn/test/{key}_T{T}"))
+        }.get(column)
+    return f"snn/test/{key}_T{T}"
+
+
+def _raw(spec: TableSpec, row: Row, column: str, T: int | None, m: dict[str, Any]) -> float | None:
+    """The undisplayed value of ``column`` for one seed's metrics (``saving`` excluded)."""
+    key = _key(spec, row, column, T)
+    return None if key is None else _finite(m.get(key))
 
 
 def _line(
-    spec: TableSpec, row: Row, T: int | None, entries: list[Entry], base: dict[Any, float] | None
+    spec: TableSpec,
+    row: Row,
+    T: int | None,
+    entries: list[Entry],
+    base: dict[Any, float] | None,
+    base_unfinished: bool = False,
 ) -> Line:
-    """One (row, T); ``base``: the baseline row's energy per seed (None: each run's own)."""
+    """One (row, T); ``base``: the baseline row's energy per seed (None: each run's own);
+    ``base_unfinished``: some of that energy comes from a run that did not finish."""
     chosen = [e for e in entries if matches(e, row.select, row.exclude)]
     seeds = _by_seed(chosen)
+    unfinished = _unfinished_keys(chosen)
     cells = {}
     for column in spec.columns:
         values = []
+        marked = False
         for seed, m in seeds.items():
             if column == "saving":
                 energy = _raw(spec, row, "energy_uj", T, m)
-                ref = (
-                    base.get(seed, base.get("mean"))
-                    if base is not None
-                    else _finite(m.get(f"snn/baseline/energy_uj_T{T}"))
-                )
+                own = f"snn/baseline/energy_uj_T{T}"
+                ref = base.get(seed, base.get("mean")) if base is not None else _finite(m.get(own))
                 raw = None if row.ann or energy is None or not ref else 1.0 - energy / ref
+                used = {_key(spec, row, "energy_uj", T), own if base is None else None}
+                from_base = base is not None and base_unfinished
             else:
                 raw = _raw(spec, row, column, T, m)
+                used, from_base = {_key(spec, row, column, T)}, False
             if raw is not None:
                 values.append(raw * COLUMNS[column].scale)
-        cells[column] = Cell(tuple(values))
+                marked = marked or from_base or bool(used & unfinished.get(seed, set()))
+        cells[column] = Cell(tuple(values), marked)
     refs = {
         c: tuple(r for r in row.references if r.column == c and (r.T is None or r.T == T))
         for c in spec.columns
@@ -148,20 +193,25 @@ def _line(
 
 def _baseline_energy(
     spec: TableSpec, row_id: str | None, T: int, entries: list[Entry]
-) -> dict[Any, float] | None:
+) -> tuple[dict[Any, float] | None, bool]:
     """Energy of the baseline row at T per seed, and its mean under ``"mean"`` (None
-    without a baseline row: the runs' own ``snn/baseline/energy_uj_T{T}`` is used)."""
+    without a baseline row: the runs' own ``snn/baseline/energy_uj_T{T}`` is used), and
+    whether any of it comes from a run that did not finish."""
     if row_id is None:
-        return None
+        return None, False
     row = next(r for r in spec.rows if r.id == row_id)
+    chosen = [e for e in entries if matches(e, row.select, row.exclude)]
+    unfinished = _unfinished_keys(chosen)
     out: dict[Any, float] = {}
-    for seed, m in _by_seed([e for e in entries if matches(e, row.select, row.exclude)]).items():
+    marked = False
+    for seed, m in _by_seed(chosen).items():
         energy = _raw(spec, row, "energy_uj", T, m)
         if energy:
             out[seed] = energy
+            marked = marked or _key(spec, row, "energy_uj", T) in unfinished.get(seed, set())
     if out:
         out["mean"] = statistics.fmean(out.values())
-    return out
+    return out, marked
 
 
 def table_lines(spec: TableSpec, entries: list[Entry]) -> list[Line]:
@@ -173,8 +223,8 @@ def table_lines(spec: TableSpec, entries: list[Entry]) -> list[Line]:
     else:
         order = [(r, T) for r in snn for T in spec.timesteps]
     for r, T in order:
-        base = _baseline_energy(spec, r.baseline or spec.baseline, T, entries)
-        lines.append(_line(spec, r, T, entries, base))
+        base, unfinished = _baseline_energy(spec, r.baseline or spec.baseline, T, entries)
+        lines.append(_line(spec, r, T, entries, base, unfinished))
     return lines
 
 
@@ -182,7 +232,8 @@ def _fmt(cell: Cell, decimals: int) -> str:
     if cell.mean is None:
         return MISSING
     text = f"{cell.mean:.{decimals}f}"
-    return text if cell.std is None else f"{text} ± {cell.std:.{decimals}f}"
+    text = text if cell.std is None else f"{text} ± {cell.std:.{decimals}f}"
+    return text + INCOMPLETE if cell.incomplete else text
 
 
 def _headers(spec: TableSpec) -> list[str]:
@@ -256,6 +307,8 @@ def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
     )
     if run.status == "failed":
         detail = f"failed: {run.error or 'no error recorded'}"
+        if run.timesteps():
+            detail += f" (T done: {', '.join(map(str, run.timesteps()))})"
     elif run.status == "running":
         done = ", ".join(map(str, run.timesteps())) or "none"
         detail = f"incomplete (status running: still running, or killed; T done: {done})"
@@ -324,6 +377,8 @@ def to_markdown(
     ]
     parts += ["Filled by:", "", "```bash", *spec.commands(), "```", ""]
     parts += [_markdown_table(_headers(spec), markdown_rows(spec, lines)), ""]
+    if any(cell.incomplete and cell.n for line in lines for cell in line.cells.values()):
+        parts += [INCOMPLETE_NOTE, ""]
     notes = _notes(spec)
     if notes:
         parts += ["References:", "", *[f"- {n}" for n in notes], ""]
@@ -414,7 +469,7 @@ def render(
             "no run folder (metrics.json or .hydra/) found; fill it first with: "
             + spec.commands()[-1],
         )
-    entries = [e for run in runs if run.status in ("ok", "running") for e in split_record(run)]
+    entries = [e for run in runs for e in split_record(run)]  # unfinished runs: marked cells
     lines = table_lines(spec, entries)
     problems = find_problems(spec, runs, lines)
     records = table_records(spec, lines)

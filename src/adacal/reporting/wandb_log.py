@@ -8,6 +8,11 @@ The rows are pure functions of the flat metric keys (:mod:`adacal.reporting.run_
 - :func:`site_rows`: per-site firing rate (and ACs, AdaFire φ, compression ratio) at one T;
 - :func:`headline`: the numbers put in ``run.summary`` (the largest T against the ANN).
 
+The run's lifecycle (:func:`require_login`, :func:`start`, :func:`finish`): an online run
+checks for a login before any work, the run starts with the full config at the beginning of
+the job (so an interrupted job still has its run, with its config), and it ends marked
+failed (non-zero exit code, ``status`` and ``error`` in its summary) when the job fails.
+
 Logging is a thin layer on top of them, written against the few methods of a W&B ``Run``
 it uses (``define_metric``, ``log``, ``summary``, ``log_artifact``), so it can be tested with a
 fake run: :func:`log_run` draws the curves against T, :func:`log_checkpoint` stores a state
@@ -22,7 +27,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adacal.checkpoint import sidecar_paths
+from adacal.checkpoint import first_line, sidecar_paths
+from adacal.errors import ConfigError
+from adacal.reporting.metrics_file import error_message
 from adacal.reporting.table import fitted_timesteps
 
 # per-T quantities under snn/test/ (besides the score names), in column order
@@ -218,6 +225,52 @@ def log_run(run: Any, metrics: Mapping[str, object], names: Sequence[str] = ("ac
         run.summary.update(summary)
 
 
+def require_login(mode: str | None) -> None:
+    """For ``logger.mode=online``: raise :class:`ConfigError` (``logger.mode``) unless W&B has
+    credentials (``WANDB_API_KEY``, ``wandb login``'s .netrc, or a settings file). Never
+    prompts; offline and disabled modes need nothing."""
+    if str(mode) != "online":
+        return
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError(
+            "logger.mode",
+            "online W&B logging needs a login: run `wandb login` (or set WANDB_API_KEY), "
+            "or pass logger.mode=offline (upload later with `wandb sync`) or logger=none",
+        )
+
+
+def start(logger: Any, config: Mapping[str, Any], mode: str | None = None) -> None:
+    """Start the W&B run behind a Lightning ``WandbLogger`` now and log the resolved config.
+
+    A run that cannot start online becomes a :class:`ConfigError` naming ``logger.mode``.
+    """
+    try:
+        logger.experiment  # noqa: B018 - wandb.init happens on first access
+    except Exception as err:
+        if str(mode) != "online":
+            raise
+        raise ConfigError(
+            "logger.mode",
+            f"the online W&B run did not start ({first_line(err)}); check `wandb login` and "
+            "the network, or pass logger.mode=offline",
+        ) from err
+    logger.log_hyperparams(dict(config))
+
+
+def finish(run: Any, error: BaseException | None = None, exit_code: int | None = None) -> None:
+    """End the run: exit code 0 when ``error`` is None, else ``exit_code`` (default 1), which
+    W&B shows as a failed run; a failure also puts ``status: failed`` and the one-line
+    ``error`` in the summary."""
+    if error is not None:
+        run.summary.update({"status": "failed", "error": error_message(error)})
+        run.finish(exit_code=1 if exit_code is None else exit_code)
+    else:
+        run.summary.update({"status": "ok"})
+        run.finish(exit_code=0)
+
+
 def artifact_name(*parts: object) -> str:
     """An artifact name from ``parts`` joined by ``-`` (characters W&B refuses become ``-``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(str(p) for p in parts)).strip("-")
@@ -300,10 +353,13 @@ __all__ = [
     "artifact_name",
     "curve_rows",
     "exit_fraction",
+    "finish",
     "headline",
     "log_checkpoint",
     "log_rendered_table",
     "log_run",
+    "require_login",
     "row_columns",
     "site_rows",
+    "start",
 ]

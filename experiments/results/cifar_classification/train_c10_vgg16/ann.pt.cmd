@@ -1,0 +1,1 @@
+python /work/main/run.py experiment=cifar10_vgg16 trainer=gpu logger=csv progress=false trainer.enable_progress_bar=false ann.checkpoint=null ann.export_to=/work/main/checkpoints/cifar10_vgg16.pt recipe=fast stages=[ann] ann.export_dtype=float16 hydra.run.dir=/work/main/experiments/results/.work/train_c10_vgg16 dataset.root=/work/main/data/cifar10

@@ -1,0 +1,126 @@
+"""The GPU plan (experiments/device/plan.py): the stage graph, the skip rule, and a --smoke run
+end to end on a tiny CIFAR-like ImageFolder (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_plan_module():
+    spec = importlib.util.spec_from_file_location("plan", ROOT / "experiments/device/plan.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["plan"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+plan = load_plan_module()
+
+
+def fake_cifar(root: Path, train: int = 8, test: int = 4) -> Path:
+    """An ImageFolder ``root/cifar10/{train,test}/<class>/<n>.png`` of random 32×32 images."""
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in CLASSES:
+            folder = root / "cifar10" / split / c
+            folder.mkdir(parents=True)
+            for k in range(n):
+                img = torch.randint(0, 256, (3, 32, 32), generator=gen, dtype=torch.uint8)
+                write_png(img, str(folder / f"{k}.png"))
+    return root
+
+
+def test_the_plan_file_parses_and_every_needs_names_an_earlier_training_stage() -> None:
+    p = plan.load_plan()
+    names = [s.name for s in p.stages]
+    assert len(names) == len(set(names))
+    for s in p.stages:
+        if s.needs:
+            assert names.index(s.needs) < names.index(s.name)
+            assert p.stage(s.needs).checkpoint
+        assert s.minutes <= 9  # a stage fits one short allocation
+
+
+def test_pending_skips_done_stages_and_retrains_an_uncommitted_checkpoint(tmp_path: Path) -> None:
+    p = plan.load_plan()
+    results, ckpts = tmp_path / "results", tmp_path / "ckpt"
+    ckpts.mkdir()
+
+    def done(name: str) -> None:
+        (results / name).mkdir(parents=True)
+        (results / name / "metrics.json").write_text(json.dumps({"status": "ok"}))
+
+    for name in ("train_c10_r20w", "c10_r20w_light", "train_c10_vgg16"):
+        done(name)
+    (ckpts / "cifar10_resnet20_wide.pt").write_bytes(b"x")
+    todo = [s.name for s in plan.pending(p, results, ckpts)]
+    assert "train_c10_r20w" not in todo and "c10_r20w_light" not in todo
+    assert "c10_r20w_adafire" in todo
+    # VGG-16's record is there but its checkpoint is not (never committed): a pending VGG
+    # stage needs it, so the training stage runs again, before the stages that need it
+    assert "train_c10_vgg16" in todo
+    assert todo.index("train_c10_vgg16") < todo.index("c10_vgg16_light")
+    for name in ("c10_vgg16_light", "c10_vgg16_adafire", "c10_vgg16_advanced"):
+        done(name)
+    assert "train_c10_vgg16" not in [s.name for s in plan.pending(p, results, ckpts)]
+    (results / "c10_r20w_adafire").mkdir()
+    (results / "c10_r20w_adafire" / "metrics.json").write_text(json.dumps({"status": "failed"}))
+    assert "c10_r20w_adafire" in [s.name for s in plan.pending(p, results, ckpts)]
+
+
+def test_training_and_table_commands(tmp_path: Path) -> None:
+    p = plan.load_plan()
+    train = plan.command(p, p.stage("train_c10_r20w"), tmp_path / "run", tmp_path, smoke=False)
+    assert "recipe=fast" in train and "ann.checkpoint=null" in train
+    assert f"ann.export_to={tmp_path / 'cifar10_resnet20_wide.pt'}" in train
+    table = plan.command(p, p.stage("c10_r20w_light"), tmp_path / "run", tmp_path, smoke=True)
+    assert f"ann.checkpoint={tmp_path / 'cifar10_resnet20_wide.pt'}" in table
+    assert table.index(p.table_T) < table.index("snn.T=[2]")  # smoke overrides come last
+    assert "trainer=cpu" in table and "trainer=gpu" in table
+
+
+@pytest.mark.slow
+def test_smoke_plan_runs_skips_and_records_failures(tmp_path: Path) -> None:
+    """Two stages end to end on the CPU; a second run skips them; a failing training stage
+    leaves a failed record and skips the stage that needs it."""
+    data = fake_cifar(tmp_path / "data")
+    work = tmp_path / "smoke"
+    base = ["--smoke", "--work", str(work), "--data", str(data)]
+    base += ["--set", "architecture.width=thin", "--set", "snn.batch_size=40"]
+    only = ["--only", "train_c10_r20w,c10_r20w_light"]
+    assert plan.main([*base, *only]) == 0
+    results = work / "results"
+    status = json.loads((results / "plan_status.json").read_text())
+    assert status["train_c10_r20w"]["status"] == status["c10_r20w_light"]["status"] == "ok"
+    assert (work / "checkpoints" / "cifar10_resnet20_wide.pt.sha256").is_file()
+    record = json.loads((results / "c10_r20w_light" / "metrics.json").read_text())
+    assert record["status"] == "ok" and "snn/test/acc_T2" in record["metrics"]
+    assert not (results / "train_c10_r20w" / "ann.pt").exists()  # no weights in records
+    assert (results / "tables" / "cifar_classification.md").is_file()
+    p = plan.load_plan()
+    todo = plan.pending(p, results, work / "checkpoints")
+    assert {"train_c10_r20w", "c10_r20w_light"}.isdisjoint(s.name for s in todo)
+
+    bad = tmp_path / "bad"
+    rc = plan.main(
+        ["--smoke", "--work", str(bad), "--data", str(data), "--set", "ann.optim.lr=-1", *only]
+    )
+    assert rc == 1
+    status = json.loads((bad / "results" / "plan_status.json").read_text())
+    assert status["train_c10_r20w"]["status"] == "failed"
+    assert status["c10_r20w_light"] == {
+        "status": "skipped",
+        "reason": "train_c10_r20w failed",
+    }
+    assert not plan.record_ok(bad / "results" / "train_c10_r20w")
+    assert not (bad / "checkpoints" / "cifar10_resnet20_wide.pt").exists()
