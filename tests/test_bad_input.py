@@ -40,7 +40,7 @@ def run_fails(compose_config, overrides, out_dir, key) -> ConfigError:
     return err
 
 
-def _subprocess(repo_root, args, run_dir, timeout=120):
+def _subprocess(repo_root, args, run_dir, timeout=600):  # a hang guard, not a speed test
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.run(
         [sys.executable, "run.py", *args, f"hydra.run.dir={run_dir}"],

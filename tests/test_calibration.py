@@ -45,9 +45,9 @@ def ann_logits(digits_ann, digits):
         return digits_ann(digits["x_test"])
 
 
-# The margins below were measured on the fixture model trained on 1 and on 2 threads and with
-# another seed, simulated on 1 and 2 threads (tests/README.md: "Margins"): each bound is several
-# times looser than the worst value measured, and far from what broken code gives.
+# The margins below were measured with the one-thread fixture model, simulated on 1 and on 2
+# threads (tests/README.md, "Margins"): each bound is several times looser than the value
+# measured, and far from what broken code gives.
 
 
 def test_large_T_matches_the_ann(digits_ann, digits, ann_logits):

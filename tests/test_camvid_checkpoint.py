@@ -15,8 +15,8 @@ from adacal.reporting import read_metrics
 
 pytestmark = realdata_marks("camvid.tar.gz")
 
-# Measured on the CPU with exactly the overrides below (16 test images of the fixed test_limit
-# permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).
+# Measured on the CPU (2 threads) with exactly these overrides (16 test images of the fixed
+# test_limit permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).
 EXPECTED = {"ann/test/miou": 0.4002, "snn/test/miou_T16": 0.3421}
 
 
@@ -44,5 +44,6 @@ def test_committed_camvid_model_matches_measured_miou(camvid_root, compose_confi
     metrics = run(cfg)
     assert read_metrics(tmp_path)["status"] == "ok"
     for key, expected in EXPECTED.items():
-        # 16 images x 27,648 pixels; allow 0.5 pt for CPU-kernel differences
-        assert metrics[key] == pytest.approx(expected, abs=0.005), key
+        # 16 images x 27,648 pixels. Convolutions on another thread count round differently:
+        # SNN mIoU 0.3421 on 2 threads, 0.3483 on 1 (ANN the same); allow 2 pt
+        assert metrics[key] == pytest.approx(expected, abs=0.02), key

@@ -38,6 +38,7 @@ def test_groups_are_enumerated():
         "method",
         "neuron",
         "paths",
+        "recipe",
         "task",
         "trainer",
     }
@@ -163,6 +164,20 @@ def test_trainer_builds(compose_config, tmp_path, option):
     assert trainer.num_devices == cfg.trainer.devices
     if cfg.trainer.strategy == "ddp":
         assert type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.parametrize("option", options("recipe"))
+def test_recipe_builds_the_training_module(compose_config, tmp_path, option):
+    """Every recipe's ann.optim are arguments of the classification module, and its trainer
+    keys build a Trainer (a GPU recipe built on the CPU here)."""
+    import lightning as L
+
+    cfg = compose_config([f"recipe={option}"], output_dir=tmp_path)
+    model = instantiate(cfg.architecture)
+    module = instantiate(cfg.task.module, model=model, **cfg.ann.optim)
+    assert module.hparams.lr == cfg.ann.optim.lr
+    cfg.trainer.precision = "32-true" if cfg.trainer.accelerator == "cpu" else cfg.trainer.precision
+    assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
 
 
 @pytest.mark.parametrize("option", options("logger"))

@@ -221,7 +221,7 @@ def test_state_dict_save_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch
 
 
 def test_lightning_checkpoint_on_a_full_disk_is_never_truncated(tmp_path, monkeypatch):
-    from adacal.checkpoint import AtomicCheckpointIO
+    from adacal.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     path = tmp_path / "lightning_checkpoints" / "last.ckpt"
@@ -238,7 +238,7 @@ def test_training_writes_its_checkpoints_atomically(tmp_path, monkeypatch):
     """The pipeline's training trainer saves last.ckpt through the atomic writer (Lightning's
     own goes through fsspec, which may copy a temporary file into place)."""
     import adacal.pipeline as pipeline
-    from adacal.checkpoint import AtomicCheckpointIO
+    from adacal.checkpoint_io import AtomicCheckpointIO
 
     saved = []
     save = AtomicCheckpointIO.save_checkpoint

@@ -89,38 +89,49 @@ def test_training_and_table_commands(tmp_path: Path) -> None:
     assert "trainer=cpu" in table and "trainer=gpu" in table
 
 
-@pytest.mark.slow
-def test_smoke_plan_runs_skips_and_records_failures(tmp_path: Path) -> None:
-    """Two stages end to end on the CPU; a second run skips them; a failing training stage
-    leaves a failed record and skips the stage that needs it."""
+def test_smoke_training_stage_runs_is_skipped_when_done_and_failures_are_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training stage end to end on the CPU (tiny data, thin width); a second run finds
+    nothing pending; a failing training stage leaves a failed record, no checkpoint, and
+    skips the stage that needs it."""
     data = fake_cifar(tmp_path / "data")
     work = tmp_path / "smoke"
-    base = ["--smoke", "--work", str(work), "--data", str(data)]
-    base += ["--set", "architecture.width=thin", "--set", "snn.batch_size=40"]
-    only = ["--only", "train_c10_r20w,c10_r20w_light"]
-    assert plan.main([*base, *only]) == 0
+    base = ["--smoke", "--data", str(data), "--set", "architecture.width=thin"]
+    assert plan.main([*base, "--work", str(work), "--only", "train_c10_r20w"]) == 0
     results = work / "results"
     status = json.loads((results / "plan_status.json").read_text())
-    assert status["train_c10_r20w"]["status"] == status["c10_r20w_light"]["status"] == "ok"
+    assert status["train_c10_r20w"]["status"] == "ok"
     assert (work / "checkpoints" / "cifar10_resnet20_wide.pt.sha256").is_file()
-    record = json.loads((results / "c10_r20w_light" / "metrics.json").read_text())
-    assert record["status"] == "ok" and "snn/test/acc_T2" in record["metrics"]
+    assert plan.record_ok(results / "train_c10_r20w")
     assert not (results / "train_c10_r20w" / "ann.pt").exists()  # no weights in records
-    assert (results / "tables" / "cifar_classification.md").is_file()
-    p = plan.load_plan()
-    todo = plan.pending(p, results, work / "checkpoints")
-    assert {"train_c10_r20w", "c10_r20w_light"}.isdisjoint(s.name for s in todo)
+    capsys.readouterr()
+    assert plan.main([*base, "--work", str(work), "--only", "train_c10_r20w"]) == 0
+    assert "pending: nothing" in capsys.readouterr().out
 
     bad = tmp_path / "bad"
-    rc = plan.main(
-        ["--smoke", "--work", str(bad), "--data", str(data), "--set", "ann.optim.lr=-1", *only]
-    )
+    only = ["--only", "train_c10_r20w,c10_r20w_light"]
+    rc = plan.main([*base, "--work", str(bad), "--set", "ann.optim.lr=-1", *only])
     assert rc == 1
     status = json.loads((bad / "results" / "plan_status.json").read_text())
     assert status["train_c10_r20w"]["status"] == "failed"
-    assert status["c10_r20w_light"] == {
-        "status": "skipped",
-        "reason": "train_c10_r20w failed",
-    }
+    assert "ann.optim.lr" in status["train_c10_r20w"]["reason"]
+    assert status["c10_r20w_light"] == {"status": "skipped", "reason": "train_c10_r20w failed"}
     assert not plan.record_ok(bad / "results" / "train_c10_r20w")
     assert not (bad / "checkpoints" / "cifar10_resnet20_wide.pt").exists()
+
+
+@pytest.mark.slow
+def test_smoke_table_stage_fills_a_rendered_cell(tmp_path: Path) -> None:
+    """Training, then the light table stage, on the CPU; the rendered table has its cell."""
+    data = fake_cifar(tmp_path / "data")
+    work = tmp_path / "smoke"
+    args = ["--smoke", "--work", str(work), "--data", str(data)]
+    args += ["--set", "architecture.width=thin", "--set", "snn.batch_size=40"]
+    assert plan.main([*args, "--only", "train_c10_r20w,c10_r20w_light"]) == 0
+    results = work / "results"
+    record = json.loads((results / "c10_r20w_light" / "metrics.json").read_text())
+    assert record["status"] == "ok" and "snn/test/acc_T2" in record["metrics"]
+    table = (results / "tables" / "cifar_classification.md").read_text()
+    light = [r for r in table.splitlines() if "ResNet-20 SNN Calibration light | 2 |" in r]
+    assert light and "| - |" not in light[0].split("|", 4)[3]

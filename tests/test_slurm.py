@@ -107,8 +107,10 @@ def array_jobs(sweep: Path) -> list[str]:
     """The SLURM ids (``<array>_<task>``, or ``<id>`` for a one-job sweep) of the sweep's jobs."""
     folder = sweep / ".submitit"
     found = folder.iterdir() if folder.is_dir() else []
-    return sorted((p.name for p in found if re.fullmatch(r"\d+(_\d+)?", p.name)),
-                  key=lambda name: int(name.split("_")[-1]))  # fmt: skip
+    names = [p.name for p in found]
+    tasks = [n for n in names if re.fullmatch(r"\d+_\d+", n)]  # an array's folder is <array>/
+    single = [n for n in names if re.fullmatch(r"\d+", n)]
+    return sorted(tasks, key=lambda n: int(n.split("_")[1])) if tasks else single
 
 
 def wait_for(predicate, timeout: float, what: str, proc=None) -> None:
@@ -293,15 +295,11 @@ def _elapsed_s(job: str, env: dict) -> int:
 
 
 def same_numbers(requeued: Path, uninterrupted: Path, logs: str) -> None:
-    """The requeued job's numbers are the uninterrupted run's. Known gap: training resumed
-    from last.ckpt reshuffles with the global RNG (the train loader has no epoch-seeded
-    sampler), so after a resume mid-training the numbers may differ: reported as xfail."""
+    """The requeued job's numbers are the uninterrupted run's, bit for bit (last.ckpt also
+    holds the RNG states, so the resumed epochs shuffle as the uninterrupted ones did)."""
     ours, theirs = numbers(requeued), numbers(uninterrupted)
-    if ours != theirs and "resuming training from" in logs:
-        differ = sorted(k for k in theirs if ours.get(k) != theirs[k])
-        pytest.xfail(f"resumed training is not bit-exact ({len(differ)} metrics differ, e.g. "
-                     f"{differ[:3]}): the train loader's shuffle is not restored")  # fmt: skip
-    assert ours == theirs
+    differ = sorted(k for k in theirs if ours.get(k) != theirs[k])
+    assert ours == theirs, f"{len(differ)} metrics differ after a resume, e.g. {differ[:3]}"
 
 
 @pytest.mark.slow

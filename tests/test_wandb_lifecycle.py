@@ -131,10 +131,15 @@ def test_run_starts_first_with_the_config_and_ends_failed(tmp_path, capsys, monk
 def test_default_offline_path_records_a_failed_run(tmp_path, capsys, monkeypatch, nan_ckpt):
     """logger=wandb with its default mode (offline): the run directory is written, with the
     config logged at the start and the failure in the summary."""
+    import wandb
+
+    wandb.teardown()  # a fresh W&B session that reads this environment
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run_dir = tmp_path / "run"
-    result = run_cli([*BASE, f"ann.checkpoint={nan_ckpt}"], run_dir, capsys)
+    try:
+        result = run_cli([*BASE, f"ann.checkpoint={nan_ckpt}"], run_dir, capsys)
+    finally:
+        wandb.teardown()  # waits until the service has written the run's file
     assert result.code == 3, result.stderr[-2000:]
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     data = log.read_bytes()

@@ -17,10 +17,9 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from adacal.errors import ConfigError
@@ -222,22 +221,3 @@ def load_state_dict(model: nn.Module, path: str | Path, key: str = "ann.checkpoi
         )
     model.load_state_dict(loaded, strict=True)
     return digest
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer (``.ckpt``), written through :func:`write_atomic`.
-
-    Lightning's own writer goes through fsspec, whose temporary file may live on another file
-    system and be copied into place: on a full disk that leaves a truncated ``last.ckpt``,
-    which ``ann.resume=auto`` would then try to resume from. Pass it as
-    ``Trainer(plugins=[AtomicCheckpointIO()])``.
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO does not take storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda f: torch.save(checkpoint, f))

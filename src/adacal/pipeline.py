@@ -32,7 +32,8 @@ from rich.console import Console
 from adacal import health, reporting, run_logger
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate
-from adacal.checkpoint import AtomicCheckpointIO, load_state_dict, save_state_dict
+from adacal.checkpoint import load_state_dict, save_state_dict
+from adacal.checkpoint_io import AtomicCheckpointIO
 from adacal.config import command_line, timesteps, validate
 from adacal.errors import ConfigError, Interrupted
 from adacal.lightning import SNNEvaluator
