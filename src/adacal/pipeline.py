@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from adacal import health, reporting, run_logger
+from adacal import health, quiet, reporting, run_logger
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate
 from adacal.checkpoint import load_state_dict, save_state_dict
@@ -61,6 +61,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     :class:`~adacal.errors.Interrupted`; any failure writes a ``failed`` record that keeps every
     finished T and says what was running (:class:`~adacal.reporting.run_record.RunRecord`).
     """
+    quiet.install()  # library warnings that are noise for a user (adacal.quiet)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(out_dir, write=rank_zero_only.rank == 0)
@@ -395,8 +396,7 @@ def print_tables(metrics: dict[str, float], cfg: DictConfig, out_dir: Path) -> N
         f"{cfg.experiment_name}: {cfg.architecture.name} on {cfg.dataset.name}, "
         f"{cfg.neuron.get('name', 'if')} neuron, {cfg.calibration.name} calibration"
     )
-    console = Console()
-    console.print(reporting.results_table(metrics, title=title))
+    reporting.print_results(Console(), metrics, title=title)
     text = f"# {title}\n\n{reporting.results_markdown(metrics)}\n"
     if any("/anytime_" in k for k in metrics):
         label = "mIoU" if reporting.table.headline_metric(metrics) == "miou" else "accuracy"

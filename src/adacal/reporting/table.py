@@ -8,7 +8,8 @@ Keys read (accuracies are fractions in [0, 1], shown as percentages with 2 decim
 - ``snn/test/rate_T{T}``: mean firing rate (spikes per neuron per timestep);
 - ``snn/test/sops_T{T}``: synaptic operations per image (ACs + dense MACs × steps);
 - ``snn/test/energy_uj_T{T}``: energy per image (µJ); ``snn/test/saving_vs_baseline_T{T}``:
-  1 − E/E_baseline against the SNN Calibration baseline at the same T;
+  1 − E/E_baseline against the SNN Calibration baseline at the same T (shown as
+  :data:`IS_BASELINE` when the run is itself the baseline, :func:`is_own_baseline`);
 - ``snn/test/mean_timesteps_T{T}``: mean steps simulated per image (< T with IAT exits);
 - ``snn/test/anytime_T{T}/acc_t{t}``: accuracy after the first t steps of a T-step run.
 
@@ -18,6 +19,8 @@ every function takes the headline ``metric`` (default: ``miou`` when such keys e
 
 Missing values are shown as ``-``. Building the rows is a pure function
 (:func:`results_rows`, :func:`anytime_rows`); rendering is a thin layer on top.
+:func:`print_results` prints the table whole on any console: a rich table where it fits,
+else plain Markdown lines, so that no number is ever cut ("21,9…") off a terminal.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from rich.console import Console
 from rich.table import Table
 
 MISSING = "-"
+IS_BASELINE = "–"  # the saving cell of a run that is its own SNN Calibration baseline
 RESULT_HEADERS = (
     "T",
     "ANN top-1 (%)",
@@ -124,6 +129,7 @@ def results_rows(
     rows = []
     for t in ts:
         snn = metrics.get(f"snn/test/{metric}_T{t}")
+        saving = metrics.get(f"snn/test/saving_vs_baseline_T{t}")
         rows.append(
             [
                 str(t),
@@ -134,11 +140,20 @@ def results_rows(
                 fmt_rate(metrics.get(f"snn/test/rate_T{t}")),
                 fmt_count(metrics.get(f"snn/test/sops_T{t}")),
                 fmt_number(metrics.get(f"snn/test/energy_uj_T{t}")),
-                fmt_share(metrics.get(f"snn/test/saving_vs_baseline_T{t}")),
+                IS_BASELINE if is_own_baseline(metrics, t) else fmt_share(saving),
                 fmt_number(metrics.get(f"snn/test/mean_timesteps_T{t}")),
             ]
         )
     return rows
+
+
+def is_own_baseline(metrics: Mapping[str, object], t: int) -> bool:
+    """Whether the run at T = ``t`` is its own SNN Calibration baseline: the pipeline then
+    records the run's own energy as the baseline's, and a saving of exactly 0."""
+    saving = _finite(metrics.get(f"snn/test/saving_vs_baseline_T{t}"))
+    own = _finite(metrics.get(f"snn/test/energy_uj_T{t}"))
+    base = _finite(metrics.get(f"snn/baseline/energy_uj_T{t}"))
+    return saving == 0.0 and own is not None and own == base
 
 
 def anytime_rows(
@@ -210,3 +225,28 @@ def anytime_markdown(metrics: Mapping[str, object]) -> str:
     """Markdown version of :func:`anytime_table`."""
     headers, rows = anytime_rows(metrics)
     return _markdown(headers, rows)
+
+
+def print_results(
+    console: Console,
+    metrics: Mapping[str, object],
+    title: str | None = None,
+    metric: str | None = None,
+) -> None:
+    """Print the results table whole: the rich table where the console is wide enough for
+    every number and header word (its minimum width), else the Markdown lines unwrapped.
+
+    Off a terminal rich assumes 80 columns and would cut numbers to fit ("21,9…"); a log
+    file or a pipe gets the Markdown table instead, which never truncates.
+    """
+    metric = metric or headline_metric(metrics)
+    headers, rows = result_headers(metric), results_rows(metrics, None, metric)
+    table = _rich(headers, rows, title)
+    needed = console.measure(table, options=console.options.update_width(10_000)).minimum
+    if console.is_terminal and needed <= console.width:
+        console.print(table)
+        return
+    plain = {"soft_wrap": True, "markup": False, "highlight": False, "emoji": False}
+    if title:
+        console.print(title, **plain)
+    console.print(_markdown(headers, rows), end="", **plain)
