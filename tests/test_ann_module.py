@@ -78,7 +78,7 @@ def test_trains_and_follows_cosine():
 def test_bad_scheduler_is_a_config_error():
     with pytest.raises(ConfigError) as err:
         ANNClassifier(_model(), scheduler="step")
-    assert err.value.key == "ann.scheduler"
+    assert err.value.key == "ann.optim.scheduler"
 
 
 @pytest.mark.parametrize("scheduler", ["poly", "cosine"])
