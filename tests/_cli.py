@@ -9,6 +9,19 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# A whole pipeline run on digits that takes seconds on a CPU (small data, small network, max
+# thresholds, no progress bars); each test adds the T, logger, health and baseline it needs.
+TINY_DATA = [
+    "dataset.train_limit=300",
+    "dataset.test_limit=100",
+    "snn.anytime=[1,2]",
+    "calibration.num_samples=32",
+    "calibration.threshold.method=max",
+    "architecture.width=8",
+    "progress=false",
+    "trainer.enable_progress_bar=false",
+]
+
 
 @dataclass
 class CliResult:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from _cli import TINY_DATA
+
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -80,16 +82,9 @@ def digits_ann(digits):
 # Settings that make a whole pipeline run take seconds on a CPU (tests of the composition root).
 TINY_OVERRIDES = [
     "trainer.max_epochs=1",
-    "dataset.train_limit=300",
-    "dataset.test_limit=100",
+    *TINY_DATA,
     "snn.T=[2]",
-    "snn.anytime=[1,2]",
-    "calibration.num_samples=32",
-    "calibration.threshold.method=max",
-    "architecture.width=8",
     "logger=none",
-    "progress=false",
-    "trainer.enable_progress_bar=false",
     "health=false",  # a 1-epoch model on 300 images may score at chance: accept it here
 ]
 

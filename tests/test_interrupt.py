@@ -18,25 +18,13 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import error_lines, run_cli  # noqa: E402
+from _cli import TINY_DATA, error_lines, run_cli  # noqa: E402
 from adacal.checkpoint import save_state_dict  # noqa: E402
 from adacal.models import small_cnn  # noqa: E402
 from adacal.reporting import read_metrics  # noqa: E402
 from adacal.reporting.metrics_file import write_json_atomic  # noqa: E402
 
-BASE = [
-    "dataset.train_limit=300",
-    "dataset.test_limit=100",
-    "snn.anytime=[1,2]",
-    "calibration.num_samples=32",
-    "calibration.threshold.method=max",
-    "architecture.width=8",
-    "logger=none",
-    "progress=false",
-    "trainer.enable_progress_bar=false",
-    "snn.compare_baseline=false",
-    "health=false",
-]
+BASE = [*TINY_DATA, "logger=none", "snn.compare_baseline=false", "health=false"]
 
 needs_default_handlers = pytest.mark.skipif(
     signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL

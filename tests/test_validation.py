@@ -12,24 +12,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import error_lines, run_cli  # noqa: E402
+from _cli import TINY_DATA, error_lines, run_cli  # noqa: E402
 from adacal.checkpoint import save_state_dict  # noqa: E402
 from adacal.errors import ConfigError  # noqa: E402
 
-TINY = [
-    "trainer.max_epochs=1",
-    "dataset.train_limit=300",
-    "dataset.test_limit=100",
-    "snn.T=[2]",
-    "snn.anytime=[1,2]",
-    "calibration.num_samples=32",
-    "calibration.threshold.method=max",
-    "architecture.width=8",
-    "logger=none",
-    "progress=false",
-    "trainer.enable_progress_bar=false",
-    "health=false",
-]
+TINY = ["trainer.max_epochs=1", *TINY_DATA, "snn.T=[2]", "logger=none", "health=false"]
 
 
 def assert_refused(result, run_dir: Path, key: str) -> str:
