@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU plan on one lent GPU machine: the next pending stages of plan.yaml within a budget,
 # everything they produce packed into $OUT (at most 8 files: results.tgz with the stage
-# records and rendered table, the committable checkpoints with .sha256/.cmd, plan.log).
+# records and rendered table, the ResNet-20 checkpoints with .sha256/.cmd (returned, not committed), plan.log).
 #   OUT=/tmp/out BUDGET=520 LANES=3 bash experiments/device/run.sh --budget-scale 0.5
 # (RESULTS=<folder> writes and packs another results folder; other options go to plan.py)
 # Rehearse first on the CPU: python experiments/device/plan.py --smoke

@@ -1,1 +1,0 @@
-python /work/main/run.py experiment=cifar10_resnet20_wide trainer=gpu logger=csv progress=false trainer.enable_progress_bar=false ann.checkpoint=null ann.export_to=/work/main/checkpoints/cifar10_resnet20_wide.pt recipe=fast stages=[ann] ann.export_dtype=float16 hydra.run.dir=/work/main/experiments/results/.work/train_c10_r20w dataset.root=/work/main/data/cifar10
