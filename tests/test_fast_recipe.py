@@ -53,6 +53,23 @@ def tiny_model() -> nn.Module:
     )
 
 
+def fit(module: ANNClassifier, epochs: int, callback: L.Callback, seed: int = 0) -> L.Trainer:
+    """Train ``module`` on 64 seeded random 8×8 images (4 batches an epoch), quietly."""
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16))
+    return trainer
+
+
 def test_warmup_cosine_schedule_steps_per_optimiser_step() -> None:
     module = ANNClassifier(tiny_model(), lr=0.1, scheduler="warmup_cosine", warmup_epochs=1)
     seen: list[float] = []
@@ -61,17 +78,7 @@ def test_warmup_cosine_schedule_steps_per_optimiser_step() -> None:
         def on_train_batch_start(self, trainer, pl_module, *args) -> None:
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Record()],
-    )
-    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
-    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16))
+    fit(module, 2, Record())
     want = [0.1 * warmup_cosine(k, 8, 4) for k in range(8)]
     assert seen == pytest.approx(want)
 
@@ -86,18 +93,7 @@ def test_ema_callback_leaves_the_average_in_the_model_after_training() -> None:
         def on_train_end(self, trainer, pl_module) -> None:
             ema_state.update({k: v.clone() for k, v in pl_module.model.state_dict().items()})
 
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 3, (64,), generator=gen)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Snapshot()],
-    )
-    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16))
+    trainer = fit(module, 1, Snapshot())
     ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
     assert ema.steps == 4
     final = module.model.state_dict()
