@@ -78,6 +78,13 @@ def test_pending_skips_done_stages_and_retrains_an_uncommitted_checkpoint(tmp_pa
     assert "c10_r20w_adafire" in [s.name for s in plan.pending(p, results, ckpts)]
 
 
+def test_unknown_stage_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as err:
+        plan.main(["--list", "--only", "train_c10_r20w,no_such_stage"])
+    assert err.value.code == 2
+    assert "--only names no stage of plan.yaml: no_such_stage" in capsys.readouterr().err
+
+
 def test_training_and_table_commands(tmp_path: Path) -> None:
     p = plan.load_plan()
     train = plan.command(p, p.stage("train_c10_r20w"), tmp_path / "run", tmp_path, smoke=False)

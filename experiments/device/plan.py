@@ -282,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the stages and exit")
     args = parser.parse_args(argv)
     plan = load_plan(args.plan)
+    unknown = sorted((args.only or set()) - {s.name for s in plan.stages})
+    if unknown:
+        parser.error(f"--only names no stage of {args.plan.name}: {', '.join(unknown)}")
     if args.smoke:
         base = args.work or Path("outputs/plan_smoke")
         args.results = args.results or base / "results"
