@@ -52,6 +52,7 @@ def camvid(root: str, n: int):
 def calibrate_once(model, images, T: int, step, reuse: bool, batch: int) -> tuple[float, list]:
     net = convert(model, IFNeuron(), images[:1])
     data = CalibrationData.from_network(net, images, T, chunk=T, batch_size=batch, progress=False)
+    net.set_T(T)
     fit_thresholds(net, data, ThresholdSpec(method="max"))
     start = time.perf_counter()
     step(reuse_prefix=reuse)(net, data)

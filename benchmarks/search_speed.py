@@ -19,6 +19,7 @@ import time
 import torch
 
 from adacal.adaptive.compression import SpikeCompression
+from adacal.adaptive.search import search_for
 from adacal.calibration import BiasCorrection
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, fit_thresholds, site_threshold
@@ -44,13 +45,14 @@ def search_once(model, images, T, reuse: bool) -> dict:
     data = CalibrationData.from_network(net, images, T, chunk=T, progress=False)
     spec = ThresholdSpec()
     start = time.perf_counter()
+    net.set_T(T)
     fit_thresholds(net, data, spec)
     thresholds_s = time.perf_counter() - start
 
     def refit(k: int, phi: int) -> torch.Tensor:
         return site_threshold(data.ann[k], spec, T, phi)
 
-    phi = neuron.adapt(net, data, refit)
+    phi = search_for(neuron)(net, data, refit)
     start = time.perf_counter()
     BiasCorrection()(net, data)
     bias_s = time.perf_counter() - start

@@ -52,11 +52,12 @@ def ann_logits(digits_ann, digits):
 
 def test_large_T_matches_the_ann(digits_ann, digits, ann_logits):
     assert _accuracy(ann_logits, digits) > 0.9  # measured 0.98 (chance: 0.1)
-    net, _ = _converted(digits_ann, digits, 256)
-    snn = _logits(net, digits, 256)
-    # rate coding converges to the ANN: relative output error measured 0.008
+    net, _ = _converted(digits_ann, digits, 128)
+    snn = _logits(net, digits, 128)
+    # rate coding converges to the ANN: relative output error measured 0.014 at T = 128
+    # (0.008 at T = 256, which takes twice as long and tests nothing more)
     assert (snn - ann_logits).norm() / ann_logits.norm() < 0.05
-    # measured 0.997 (one image of 360 changes class)
+    # measured 0.997 at T = 128 and 256 (one image of 360 changes class)
     assert (snn.argmax(1) == ann_logits.argmax(1)).float().mean() >= 0.98
 
 

@@ -323,3 +323,133 @@ def segmentation_architecture_converts(compose_config, tmp_path, option):
         net = convert(model, IFNeuron(), x)
         assert len(net.sites) > 10
         torch.testing.assert_close(net(x), y, atol=1e-4, rtol=1e-4)
+
+
+# Shared bases: conf/<group>/_base/ holds what the options of a group share (not an option
+# itself), conf/calibration/threshold/ is a sub-group. Composed values are pinned against
+# experiments/checks/config_equal.py dumps; these tests pin the structure.
+CIFAR = [
+    f"{d}_{a}" for d in ("cifar10", "cifar100") for a in ("resnet20", "resnet20_wide", "vgg16")
+]
+
+
+def raw(group: str, option: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+
+
+@pytest.mark.parametrize("group", ["architecture", "calibration", "experiment", "trainer"])
+def test_bases_are_not_options(compose_config, tmp_path, group):
+    """A group's _base/ folder is no option of it (and no top-level file is a base)."""
+    from hydra.errors import MissingConfigException
+
+    assert (CONF / group / "_base").is_dir()
+    assert not any(o.startswith("_") for o in options(group))
+    with pytest.raises(MissingConfigException):
+        compose_config([f"{group}=_base"], output_dir=tmp_path)
+
+
+def test_trainer_options_differ_only_where_stated(compose_config, tmp_path):
+    """cpu, gpu and ddp share conf/trainer/_base/trainer.yaml and differ only in these keys."""
+    cfg = {
+        o: OmegaConf.to_container(compose_config([f"trainer={o}"], tmp_path).trainer, resolve=True)
+        for o in ("cpu", "gpu", "ddp")
+    }
+
+    def differing(a: dict, b: dict) -> set[str]:
+        return {k for k in a.keys() | b.keys() if a.get(k, "absent") != b.get(k, "absent")}
+
+    assert differing(cfg["cpu"], cfg["gpu"]) == {"accelerator", "deterministic", "benchmark"}
+    assert differing(cfg["gpu"], cfg["ddp"]) == {
+        "accelerator", "devices", "strategy", "sync_batchnorm", "use_distributed_sampler",
+    }  # fmt: skip
+    assert (cfg["cpu"]["accelerator"], cfg["cpu"]["deterministic"]) == ("cpu", True)
+    assert (cfg["gpu"]["accelerator"], cfg["gpu"]["deterministic"]) == ("gpu", False)
+    assert cfg["ddp"]["strategy"] == "ddp" and cfg["ddp"]["devices"] == 2
+    for option in options("trainer"):  # each option states only what differs from the base
+        assert raw("trainer", option)["defaults"][0] == "_base/trainer@_here_"
+        assert "max_epochs" not in raw("trainer", option)
+
+
+@pytest.mark.parametrize("option", options("calibration"))
+@pytest.mark.parametrize("method", options("calibration/threshold"))
+def test_calibration_threshold_subgroup(compose_config, tmp_path, option, method):
+    """calibration/threshold=<method> sets only calibration.threshold.method, on any recipe;
+    calibration.threshold.method=<method> gives the same config."""
+    from adacal.calibration.thresholds import METHODS
+
+    assert method in METHODS
+    default = compose_config([f"calibration={option}"], tmp_path).calibration
+    group = compose_config([f"calibration={option}", f"calibration/threshold={method}"], tmp_path)
+    key = compose_config(
+        [f"calibration={option}", f"calibration.threshold.method={method}"], tmp_path
+    )
+    assert group.calibration.threshold.method == method
+    assert OmegaConf.to_container(group.calibration) == OmegaConf.to_container(key.calibration)
+    expected = OmegaConf.to_container(default)
+    expected["threshold"]["method"] = method
+    assert OmegaConf.to_container(group.calibration) == expected
+    assert ThresholdSpec(**group.calibration.threshold).method == method
+
+
+def test_calibration_options_share_the_base(compose_config, tmp_path):
+    """Each recipe's threshold method comes from the sub-group; the rest of the threshold
+    block and seed/batch size from conf/calibration/_base/calibration.yaml."""
+    base = raw("calibration/_base", "calibration")
+    assert set(options("calibration/threshold")) == {"max", "percentile", "mse"}
+    expected_method = {"none": "max", "light": "mse", "advanced": "mse"}
+    for option in options("calibration"):
+        cfg = compose_config([f"calibration={option}"], tmp_path)
+        assert cfg.calibration.threshold.method == expected_method[option]
+        assert {**base["threshold"], "method": expected_method[option]} == OmegaConf.to_container(
+            cfg.calibration.threshold
+        )
+        assert (cfg.calibration.seed, cfg.calibration.batch_size) == (0, 128)
+        assert "threshold" not in raw("calibration", option)  # stated once, in the base
+    assert compose_config(["calibration=advanced"], tmp_path).calibration.num_samples == 1024
+
+
+SMP = [o for o in options("architecture") if o.startswith(SEGMENTATION)]
+
+
+@pytest.mark.parametrize("option", SMP)
+def test_smp_architectures_share_the_base(compose_config, tmp_path, option):
+    """Every segmentation-models-pytorch option is the base plus its name, arch and encoder."""
+    base = raw("architecture/_base", "smp")
+    cfg = OmegaConf.to_container(
+        compose_config([f"architecture={option}"], tmp_path).architecture, resolve=False
+    )
+    assert set(cfg) == set(base) | {"name", "arch", "encoder"}
+    assert {k: cfg[k] for k in base} == base
+    assert cfg["name"] == option == f"{cfg['arch']}_{cfg['encoder']}"
+    assert set(raw("architecture", option)) == {"defaults", "name", "arch", "encoder"}
+
+
+def test_smp_builder_is_named_once():
+    """segmentation_model is named in the base only; the six smp options include it."""
+    assert len(SMP) == 6
+    targets = {raw("architecture", o).get("_target_") for o in options("architecture")}
+    assert "adacal.models.segmentation.segmentation_model" not in targets  # only in the base
+
+
+@pytest.mark.parametrize("option", CIFAR)
+def test_cifar_experiments_derive_their_name(compose_config, tmp_path, option):
+    """The six CIFAR experiments share conf/experiment/_base/cifar.yaml: name, tags and data
+    folder follow from the data set and architecture each selects (never written out)."""
+    cfg = compose_config([f"experiment={option}"], output_dir=tmp_path)
+    assert cfg.experiment_name == option == f"{cfg.dataset.name}_{cfg.architecture.name}"
+    assert list(cfg.tags) == [cfg.dataset.name, cfg.architecture.name]
+    assert cfg.dataset.root == f"{cfg.paths.data_dir}/{cfg.dataset.name}"
+    assert list(cfg.snn.T) == [4, 8, 16, 32, 64] and cfg.snn.batch_size == 500
+    assert cfg.ann.checkpoint == (
+        f"{cfg.paths.checkpoint_dir}/cifar10_resnet20.pt" if option == "cifar10_resnet20" else None
+    )
+    text = (CONF / "experiment" / f"{option}.yaml").read_text()
+    assert "experiment_name" not in text and "tags" not in text and "snn" not in text
+
+
+def test_default_job_name(compose_config, tmp_path):
+    """The default job, and experiment=digits_small_cnn (which states no name): digits_small_cnn."""
+    assert compose_config([], tmp_path).experiment_name == "digits_small_cnn"
+    assert compose_config(["experiment=digits_small_cnn"], tmp_path).experiment_name == (
+        "digits_small_cnn"
+    )

@@ -149,10 +149,10 @@ def test_other_failures_keep_finished_T_too(tmp_path, capsys, monkeypatch, ckpt)
 
     real = pipeline.evaluate
 
-    def evaluate(cfg, net, datamodule, T, exit_thresholds=None):
+    def evaluate(cfg, net, datamodule, T, exit_thresholds=None, **kw):
         if T == 4:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real(cfg, net, datamodule, T, exit_thresholds)
+        return real(cfg, net, datamodule, T, exit_thresholds, **kw)
 
     monkeypatch.setattr(pipeline, "evaluate", evaluate)
     with pytest.raises(RuntimeError):

@@ -116,6 +116,16 @@ def test_pretrained_without_network_says_what_to_do(monkeypatch: pytest.MonkeyPa
     assert "architecture.pretrained=false" in str(err.value)
 
 
+def architecture_option(name: str):
+    """conf/architecture/<name>.yaml as Hydra composes it: its defaults list merged in (the smp
+    options share conf/architecture/_base/smp.yaml), interpolations left unresolved."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"architecture={name}"])
+    return OmegaConf.to_container(cfg.architecture, resolve=False)
+
+
 @pytest.mark.parametrize(
     "path", sorted((CONF / "architecture").glob("*.yaml")), ids=lambda p: p.stem
 )
@@ -123,7 +133,7 @@ def test_architecture_configs_build(path: Path) -> None:
     size = 64 if path.stem in ("resnet18", "resnet34") else 32
     channels = 1 if path.stem == "small_cnn" else 3
     dataset = {"num_classes": 10, "in_channels": channels, "image_size": size}
-    cfg = OmegaConf.create({"dataset": dataset, "architecture": OmegaConf.load(path)})
+    cfg = OmegaConf.create({"dataset": dataset, "architecture": architecture_option(path.stem)})
     assert cfg.architecture.name == path.stem
     model = instantiate(cfg.architecture)
     x = torch.randn(1, dataset["in_channels"], size, size)

@@ -24,10 +24,10 @@ from adacal.analysis import (
     mean_squared_error,
     neuron_spec,
     relative_l2,
-    simulate_rates,
 )
 from adacal.calibration.recipe import ThresholdSpec
 from adacal.snn.convert import convert
+from adacal.snn.simulate import rates_and_output
 
 NOTEBOOKS = ("conversion_error.ipynb", "explore_sweep.ipynb")
 CELL_TIMEOUT_S = 300
@@ -95,7 +95,7 @@ def test_single_site_errors_match_the_closed_form(phi, T):
     out_snn = rate @ w2.double().T + b2.double()
     out_ann = ann @ w2.double().T + b2.double()
 
-    rates, mean_out = simulate_rates(net, x, T, chunk=2)
+    rates, mean_out = rates_and_output(net, x, T, chunk=2)
     torch.testing.assert_close(rates[0].double(), rate, atol=1e-5, rtol=0)
     torch.testing.assert_close(mean_out.double(), out_snn, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(

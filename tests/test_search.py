@@ -7,6 +7,7 @@ import torch
 
 from adacal.adaptive.compression import SpikeCompression
 from adacal.adaptive.runner import measure_variants, symmetric_kl
+from adacal.adaptive.search import FiringPatternSearch, search_for
 from adacal.calibration import BiasCorrection
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, calibrate, observed_max_thresholds
@@ -41,7 +42,12 @@ def calibrated(digits, digits_ann):
         net = convert(digits_ann, neuron, calib[:1])
         data = CalibrationData.from_network(net, calib, T_LOW, progress=False)
         record = calibrate(
-            net, data, ThresholdSpec(), [BiasCorrection()], neuron=neuron, compression=compression
+            net,
+            data,
+            ThresholdSpec(),
+            [BiasCorrection()],
+            search=search_for(neuron),
+            compression=compression,
         )
         out[name] = (net, record, data)
     return out
@@ -153,7 +159,7 @@ def test_unreachable_budgets_are_clear_errors(digits, digits_ann):
     net = convert(digits_ann, neuron, calib[:1])
     data = CalibrationData.from_network(net, calib, 2, progress=False)
     with pytest.raises(ConfigError) as info:
-        calibrate(net, data, ThresholdSpec(method="max"), [], neuron=neuron)
+        calibrate(net, data, ThresholdSpec(method="max"), [], search=search_for(neuron))
     assert info.value.key == "neuron.rho"
     assert "smallest achievable" in str(info.value)
 
@@ -175,16 +181,17 @@ def test_bad_compression_settings_name_the_key(kwargs, key):
 
 
 def test_recipe_runs_in_the_fixed_order(digits, digits_ann):
-    """thresholds → neuron.adapt (φ) → calibration steps → compression → steps again."""
+    """thresholds → search (φ) → calibration steps → compression → steps again."""
     calls: list[str] = []
     calib = digits["x_train"][:16]
 
-    class Neuron(IFNeuron):
-        def adapt(self, net, data, refit):
-            assert all(s.theta.item() != 1.0 for s in net.sites)  # thresholds already fitted
-            calls.append("adapt")
-            assert refit(0, 2).shape == net.sites[0].theta.shape
-            return {"phi": [1] * len(net.sites)}
+    def search(net, data, refit):
+        assert all(s.theta.item() != 1.0 for s in net.sites)  # thresholds already fitted
+        calls.append("adapt")
+        assert refit(0, 2).shape == net.sites[0].theta.shape
+        return {"phi": [1] * len(net.sites)}
+
+    search.name = "adafire"
 
     def step(net, data):
         calls.append("step")
@@ -193,11 +200,10 @@ def test_recipe_runs_in_the_fixed_order(digits, digits_ann):
         calls.append("compression")
         return {"ratio": [1.0] * len(net.sites)}
 
-    neuron = Neuron()
-    net = convert(digits_ann, neuron, calib[:1])
+    net = convert(digits_ann, IFNeuron(), calib[:1])
     data = CalibrationData.from_network(net, calib, 2, progress=False)
     record = calibrate(
-        net, data, ThresholdSpec(method="max"), [step], neuron=neuron, compression=compression
+        net, data, ThresholdSpec(method="max"), [step], search=search, compression=compression
     )
     assert calls == ["adapt", "step", "compression", "step"]
     assert set(record) == {"adafire", "compression"}
@@ -233,3 +239,13 @@ def test_sop_cost_counts_synaptic_events(digits, digits_ann):
         expected = float((n * site.fanout).sum()) / len(x)
         assert sops.base_spikes[k] == pytest.approx(expected, rel=1e-4)
         assert sops.base_spikes[k] > spikes.base_spikes[k]  # every neuron drives >= 1 synapse
+
+
+def test_the_search_is_built_from_the_neuron_config_and_fixed_phi_neurons_have_none():
+    neuron = AdaFireNeuron(phi_init=6, phi_target=3, phi_min=2, rho=0.5, cost="sops")
+    search = search_for(neuron)
+    assert isinstance(search, FiringPatternSearch)
+    assert (search.phi_init, search.phi_target, search.phi_min) == (6, 3, 2)
+    assert (search.rho, search.cost, search.name) == (0.5, "sops", "adafire")
+    assert search_for(IFNeuron()) is None
+    assert search_for(BurstNeuron(phi=4)) is None

@@ -154,6 +154,7 @@ def test_rate_coded_output_converges_to_the_ann(arch):
     T = 512
     net = convert(model, IFNeuron(), x)
     data = CalibrationData.from_network(net, x, T, progress=False)
+    net.set_T(T)
     fit_thresholds(net, data, ThresholdSpec(method="max", granularity="channel"))
     # IF with v(0) = θ/2: every prefix of the run is an exact t-step run
     rates = anytime_logits(simulate(net, x, T, chunk=64))

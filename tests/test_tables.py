@@ -542,8 +542,9 @@ def test_unknown_table_stops_the_multirun_before_any_job(tmp_path, tiny_override
     assert not list((tmp_path / "sweep").rglob("metrics.json"))
 
 
-def test_site_profile_reads_phi_from_the_search_record_else_the_neuron(tmp_path):
-    """φ per site: AdaFire's adaptive_T{T}.json choice, else the burst φ, else 1 (IF)."""
+def test_site_profile_reads_phi_from_the_metric_keys_else_the_neuron(tmp_path):
+    """φ per site: AdaFire's choice (snn/adafire/site{i}_phi_T{T}, the one field φ is read
+    from; an adaptive_T{T}.json beside it is not read), else the burst φ, else 1 (IF)."""
     from adacal.reporting.plots import site_profile
     from adacal.reporting.records import Entry
 
@@ -552,9 +553,10 @@ def test_site_profile_reads_phi_from_the_search_record_else_the_neuron(tmp_path)
         "snn/test/site0_rate_T4": 0.1,
         "snn/test/site1_acs_T4": 9,
     }
-    ada = RunRecord(tmp_path, "ok", {"neuron": {"name": "adafire"}}, metrics)
-    (tmp_path / "adaptive_T4.json").write_text(json.dumps({"adafire": {"phi": [3, 7]}}))
-    assert site_profile(Entry("adafire", ada, metrics), 4) == ([3.0, 7.0], [0.1, 0.2])
+    chosen = {**metrics, "snn/adafire/site1_phi_T4": 7, "snn/adafire/site0_phi_T4": 3}
+    ada = RunRecord(tmp_path, "ok", {"neuron": {"name": "adafire"}}, chosen)
+    (tmp_path / "adaptive_T4.json").write_text(json.dumps({"adafire": {"phi": [5, 5]}}))
+    assert site_profile(Entry("adafire", ada, chosen), 4) == ([3.0, 7.0], [0.1, 0.2])
     burst = RunRecord(tmp_path / "b", "ok", {"neuron": {"name": "burst", "phi": 4}}, metrics)
     assert site_profile(Entry("burst φ=4", burst, metrics), 4) == ([4.0, 4.0], [0.1, 0.2])
     plain = RunRecord(tmp_path / "c", "ok", {"neuron": {"name": "if"}}, metrics)
@@ -567,3 +569,21 @@ def test_no_pareto_plot_without_energies(sweep, tmp_path):
     out = render(spec, [sweep], tmp_path / "out")
     assert "pareto" not in out.files and not (tmp_path / "out" / "no_energy_pareto.png").exists()
     assert out.files["score_vs_T"].is_file()
+
+
+def test_render_and_plots_share_the_dataclasses_without_a_cycle(repo_root):
+    """plots.py takes Line/Rendered from reporting/rendered.py, never from render.py (which
+    imports plots when it draws): no render ↔ plots import cycle."""
+    import ast
+
+    from adacal.reporting import plots, render, rendered
+
+    def imported(module) -> set[str]:
+        tree = ast.parse((repo_root / "src" / "adacal" / "reporting" / module).read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "adacal.reporting.render" not in imported("plots.py")
+    assert "adacal.reporting.render" not in imported("rendered.py")
+    assert "adacal.reporting.plots" not in imported("rendered.py")
+    assert plots.Rendered is render.Rendered is rendered.Rendered
+    assert plots.Line is render.Line is rendered.Line

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from adacal.calibration.data import CalibrationData
-from adacal.calibration.recipe import ThresholdSpec, calibrate
-from adacal.snn.convert import SpikingNetwork, convert
+from adacal.adaptive.convert import calibrated_network
+from adacal.calibration.recipe import ThresholdSpec
+from adacal.snn.convert import SpikingNetwork
 from adacal.snn.neurons import BurstNeuron, IFNeuron, surrogate_floor
-from adacal.snn.simulate import chunks
+from adacal.snn.simulate import preactivations, rates_and_output
 
 
 def relative_l2(approx: Tensor, reference: Tensor) -> float:
@@ -135,11 +135,9 @@ def fitted_network(
     ANN activations of ``calibration_images`` [N, C, H, W], the neuron's φ choice (none for
     IF and burst), then the calibration ``steps`` (none: thresholds only).
     """
-    net = convert(model, neuron, calibration_images[:1]).to(calibration_images.device)
-    data = CalibrationData.from_network(
-        net, calibration_images, T, chunk=chunk, batch_size=batch_size, progress=False
+    net, _, _ = calibrated_network(
+        model, neuron, calibration_images, T, spec, steps, chunk=chunk, batch_size=batch_size
     )
-    calibrate(net, data, spec, list(steps), neuron=neuron)
     return net
 
 
@@ -154,66 +152,11 @@ class ConversionErrors:
     agreement: float = math.nan
 
 
-@torch.no_grad()
-def simulate_rates(
-    net: SpikingNetwork, images: Tensor, T: int, chunk: int | None = 8
-) -> tuple[list[Tensor], Tensor]:
-    """Simulate T steps of ``images`` [B, C, H, W] (direct encoding).
-
-    Returns:
-        (r_l [B, C, ...] for every site l, ȳ [B, K]): the rate-coded site outputs
-        (1/T) Σ_t s_l(t) and the mean of the last layer's per-step outputs.
-    """
-    B = images.shape[0]
-    sums: dict[int, Tensor] = {}
-
-    def hook(index: int):
-        def add(module: torch.nn.Module, inputs: object, out: Tensor) -> None:
-            total = out.reshape(out.shape[0] // B, B, *out.shape[1:]).sum(0)
-            sums[index] = total if index not in sums else sums[index] + total
-
-        return add
-
-    handles = [site.register_forward_hook(hook(k)) for k, site in enumerate(net.sites)]
-    out_sum: Tensor | None = None
-    try:
-        net.set_mode("spike")
-        net.reset(B)
-        for steps in chunks(T, chunk):
-            net.set_steps(steps)
-            y = net(images)
-            y = y.reshape(steps, B, *y.shape[1:]).sum(0)
-            out_sum = y if out_sum is None else out_sum + y
-    finally:
-        for h in handles:
-            h.remove()
-        net.set_steps(1)
-        net.set_mode("relu")
-        net.reset(1)
-    assert out_sum is not None
-    return [sums[k] / T for k in range(len(net.sites))], out_sum / T
-
-
-@torch.no_grad()
 def ann_activations(net: SpikingNetwork, images: Tensor) -> tuple[list[Tensor], Tensor]:
-    """The ANN (the converted network in ``relu`` mode, BN folded) on ``images`` [B, C, H, W].
-
-    Returns:
-        (a_l = relu(z_l) [B, C, ...] for every site l, logits [B, K]).
-    """
-    acts: list[Tensor] = []
-    net.set_steps(1)
-    net.set_mode("observe")
-    for site in net.sites:
-        site.recorded = []
-    try:
-        logits = net(images)
-        acts = [torch.relu(torch.cat(site.recorded)) for site in net.sites]
-    finally:
-        for site in net.sites:
-            site.recorded = []
-        net.set_mode("relu")
-    return acts, logits
+    """a_l = relu(z_l) [B, C, ...] for every site l and the logits [B, K] of the ANN (the
+    converted network at rest, BN folded) on ``images`` [B, C, H, W]."""
+    z, logits = preactivations(net, images)
+    return [torch.relu(z_l) for z_l in z], logits
 
 
 def conversion_errors(
@@ -225,7 +168,7 @@ def conversion_errors(
     agree = 0
     for batch in images.split(batch_size):
         ann_sites, ann_out = ann_activations(net, batch)
-        snn_sites, snn_out = simulate_rates(net, batch, T, chunk)
+        snn_sites, snn_out = rates_and_output(net, batch, T, chunk)
         for totals, r, a in zip(result.sites, snn_sites, ann_sites, strict=True):
             totals.add(r, a)
         result.output.add(snn_out, ann_out)
@@ -281,5 +224,5 @@ __all__ = [
     "mean_squared_error",
     "neuron_spec",
     "relative_l2",
-    "simulate_rates",
+    "rates_and_output",
 ]

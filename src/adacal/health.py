@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from adacal import keys
 from adacal.errors import HealthError
 
 SIGMAS = 3.0  # how many binomial standard deviations above 1/K still count as chance
@@ -114,10 +115,10 @@ def check_snn_accuracy(
     Reads ``ann/test/acc`` and ``snn/test/acc_T{T}``; does nothing without an ANN score (or
     when the ANN is at chance itself, which :func:`check_ann_accuracy` reports).
     """
-    ann = metrics.get("ann/test/acc")
+    ann = metrics.get(keys.ann_key("acc"))
     if ann is None or at_chance(float(ann), num_classes, n) or not timesteps:
         return
-    scores = {T: metrics.get(f"snn/test/acc_T{T}") for T in timesteps}
+    scores = {T: metrics.get(keys.key(keys.TEST, "acc", T)) for T in timesteps}
     if all(at_chance(None if s is None else float(s), num_classes, n) for s in scores.values()):
         shown = ", ".join(
             f"T={T}: {'nan' if s is None else format(float(s), '.1%')}" for T, s in scores.items()
@@ -133,7 +134,7 @@ def check_snn_accuracy(
 def check_finite_metrics(metrics: Mapping[str, Any], timesteps: list[int], name: str) -> None:
     """Raise :class:`HealthError` when a headline SNN number (score, energy) is NaN or missing."""
     for T in timesteps:
-        for key in (f"snn/test/{name}_T{T}", f"snn/test/energy_uj_T{T}"):
+        for key in (keys.key(keys.TEST, name, T), keys.key(keys.TEST, "energy_uj", T)):
             value = metrics.get(key)
             if value is not None and not math.isfinite(float(value)):
                 raise HealthError(

@@ -22,7 +22,7 @@ LAST = Path("lightning_checkpoints") / "last.ckpt"  # written by ModelCheckpoint
 
 @dataclass(frozen=True)
 class ResumePlan:
-    """What :func:`adacal.pipeline.prepare_ann` does.
+    """What :func:`adacal.stages.ann.prepare_ann` does.
 
     ``action``: ``"fresh"`` (train from scratch), ``"resume"`` (``trainer.fit(ckpt_path=path)``)
     or ``"load"`` (training had finished: load the hash-checked state dict ``path``, no

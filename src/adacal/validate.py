@@ -168,7 +168,7 @@ def available_memory(device: torch.device) -> int | None:
 
 def calibration_bytes(num_samples: int, T: int, site_sizes: Sequence[int]) -> int:
     """Memory the calibration steps hold at once: every calibration image's activations at
-    the widest site for all T steps (``calibration.data.rates_in_order`` keeps
+    the widest site for all T steps (``snn.graph.rates_in_order`` keeps
     N·T·frontier floats), float32."""
     return int(num_samples) * int(T) * max(site_sizes, default=0) * 4
 

@@ -22,7 +22,6 @@ fan-out; needs :func:`adacal.metrics.energy.attach_fanout`).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,20 +30,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
-from torch import Tensor, fx
+from torch import Tensor
 
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.graph import GraphRunner
 from adacal.snn.site import Site
 
 Variant = dict[str, Any] | None  # site attributes to set (e.g. {"phi": 3, "theta": θ}); None: base
-
-# In-place ops would write into values the frontier shares between variants: run them out of place.
-_OUT_OF_PLACE = {
-    operator.iadd: operator.add,
-    operator.isub: operator.sub,
-    operator.imul: operator.mul,
-    operator.itruediv: operator.truediv,
-}
 
 
 def symmetric_kl(snn_logits: Tensor, ann_logits: Tensor) -> Tensor:
@@ -72,62 +64,6 @@ class Measurements:
     site_steps: int = 0
     images: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class GraphRunner:
-    """Executes the fx graph of a :class:`SpikingNetwork` node by node (spike mode, one chunk)."""
-
-    def __init__(self, net: SpikingNetwork) -> None:
-        self.net = net
-        self.gm = net.net
-        self.nodes: list[fx.Node] = list(self.gm.graph.nodes)
-        position = {n: i for i, n in enumerate(self.nodes)}
-        self.last_use = {
-            n: max((position[u] for u in n.users), default=i) for i, n in enumerate(self.nodes)
-        }
-        self.site_position = [position[n] for n in net.site_graph_nodes()]
-        self.modules = dict(self.gm.named_modules())
-        self.site_steps = 0  # site evaluations × timesteps simulated so far
-        self.steps = 1
-
-    def run(self, env: dict[fx.Node, Any], start: int, stop: int, x: Tensor) -> Any:
-        """Execute nodes[start:stop] on ``env`` (modified in place; dead values dropped).
-
-        Returns the graph's output when ``stop`` reaches the output node, else None.
-        """
-        for i in range(start, stop):
-            node = self.nodes[i]
-            if node.op == "output":
-                return fx.node.map_arg(node.args[0], lambda n: env[n])
-            env[node] = self._execute(node, env, x)
-            for arg in node.all_input_nodes:
-                if self.last_use[arg] <= i:
-                    env.pop(arg, None)
-        return None
-
-    def _execute(self, node: fx.Node, env: dict[fx.Node, Any], x: Tensor) -> Any:
-        args = fx.node.map_arg(node.args, lambda n: env[n])
-        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-        if node.op == "placeholder":
-            return x
-        if node.op == "get_attr":
-            obj: Any = self.gm
-            for part in str(node.target).split("."):
-                obj = getattr(obj, part)
-            return obj
-        if node.op == "call_module":
-            module = self.modules[str(node.target)]
-            if isinstance(module, Site):
-                self.site_steps += self.steps
-            return module(*args, **kwargs)
-        if node.op == "call_function":
-            return _OUT_OF_PLACE.get(node.target, node.target)(*args, **kwargs)
-        if node.op == "call_method":
-            name = str(node.target)
-            if name.endswith("_") and not name.startswith("_") and hasattr(args[0], name[:-1]):
-                name = name[:-1]
-            return getattr(args[0], name)(*args[1:], **kwargs)
-        raise RuntimeError(f"unsupported fx node {node.op}")
 
 
 @contextmanager
@@ -174,17 +110,15 @@ def measure_variants(
         counts = site.sop_counts if cost == "sops" else site.spike_counts
         return float(torch.cat(counts).sum())
 
-    runner = GraphRunner(net)
-    runner.steps = T
+    runner = GraphRunner(net, steps=T)
     L = len(net.sites)
     S = [[0.0] * len(v) for v in variants]
     E = [[0.0] * len(v) for v in variants]
     base_s, base_e = 0.0, [0.0] * L
     n_total = images.shape[0]
     work = sum(1 for v in variants for x in v if x is not None) * -(-n_total // sub_batch)
-    net.set_mode("relu")
-    net.set_steps(1)
-    ann = torch.cat([net(b) for b in images.split(sub_batch)])
+    with net.running("relu"):
+        ann = torch.cat([net(b) for b in images.split(sub_batch)])
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=work)
         for start in range(0, n_total, sub_batch):
@@ -196,9 +130,7 @@ def measure_variants(
                 out = runner.run(env, pos, len(runner.nodes), x)
                 return out.reshape(T, b, *out.shape[1:]).mean(0)
 
-            net.set_mode("spike")
-            net.set_steps(T)
-            try:
+            with net.running("spike", steps=T, release=True):
                 out = simulate_from({}, 0)
                 base_s += float(symmetric_kl(out, q).sum())
                 for k, site in enumerate(net.sites):
@@ -219,10 +151,6 @@ def measure_variants(
                             S[k][j] += float(symmetric_kl(out, q).sum())
                             E[k][j] += site_cost(site)
                         bar.advance(task)
-            finally:
-                net.reset(b)
-                net.set_steps(1)
-                net.set_mode("relu")
     for k, row in enumerate(variants):
         for j, variant in enumerate(row):
             if variant is None:
@@ -238,18 +166,9 @@ def measure_variants(
     )
 
 
-def apply_variants(net: SpikingNetwork, chosen: Sequence[Variant]) -> None:
-    """Set the chosen variant of every site (``None`` keeps the base)."""
-    for site, variant in zip(net.sites, chosen, strict=True):
-        for k, v in (variant or {}).items():
-            setattr(site, k, v)
-
-
 __all__: list[str] = [
-    "GraphRunner",
     "Measurements",
     "Variant",
-    "apply_variants",
     "measure_variants",
     "symmetric_kl",
 ]

@@ -13,10 +13,12 @@ follows in the recipe.)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -24,16 +26,55 @@ from adacal.adaptive.frontier import solve_min_sum
 from adacal.adaptive.runner import measure_variants
 from adacal.calibration.data import CalibrationData
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.neurons import AdaFireNeuron, IFNeuron
 
 log = logging.getLogger("adacal")
 
 Refit = Callable[[int, int], Tensor]  # (site index, φ) -> θ fitted for φ
 
 
+class Search(Protocol):
+    """A per-site choice made after the first threshold fit: ``search(net, data, refit)`` sets
+    ``site.phi`` / ``site.theta`` and returns its record (stored under ``name``)."""
+
+    name: str
+
+    def __call__(self, net: SpikingNetwork, data: CalibrationData, refit: Refit) -> dict: ...
+
+
+@dataclass(frozen=True)
+class FiringPatternSearch:
+    """AdaFire's search, configured by the fields of
+    :class:`~adacal.snn.neurons.AdaFireNeuron` (``conf/neuron/adafire.yaml``)."""
+
+    phi_init: int = 8
+    phi_target: int = 4
+    phi_min: int = 1
+    rho: float = 1.0
+    batch_size: int = 128
+    sub_batch: int = 32
+    reuse_prefix: bool = True
+    cost: str = "spikes"
+    name: str = "adafire"
+
+    def __call__(self, net: SpikingNetwork, data: CalibrationData, refit: Refit) -> dict:
+        return firing_pattern_search(net, data, self, refit)
+
+
+def search_for(neuron: IFNeuron) -> Search | None:
+    """The search a neuron spec asks for: :class:`FiringPatternSearch` for AdaFire, None for a
+    neuron with a fixed φ (IF, burst)."""
+    if not isinstance(neuron, AdaFireNeuron):
+        return None
+    fields = {f.name for f in dataclasses.fields(FiringPatternSearch)} - {"name"}
+    return FiringPatternSearch(**{name: getattr(neuron, name) for name in fields})
+
+
 def firing_pattern_search(
     net: SpikingNetwork, data: CalibrationData, neuron: Any, refit: Refit
 ) -> dict[str, Any]:
-    """Choose φ per site (``neuron``: an :class:`~adacal.snn.neurons.AdaFireNeuron`).
+    """Choose φ per site (``neuron``: a :class:`FiringPatternSearch` or anything with its
+    fields, e.g. an :class:`~adacal.snn.neurons.AdaFireNeuron`).
 
     Sets ``site.phi`` and ``site.theta`` on every site. Returns the record: chosen
     ``phi`` per site, the measured ``sensitivity``/``spikes`` tables (rows: sites,

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from adacal.calibration.data import CalibrationData, rates_in_order, site_rates
+from adacal.calibration.data import CalibrationData
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.graph import rates_in_order
+from adacal.snn.simulate import site_rates
 
 
 def channel_mean(t: torch.Tensor) -> torch.Tensor:

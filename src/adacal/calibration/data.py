@@ -1,13 +1,13 @@
 """What every calibration step sees: the calibration images, T, and the ANN's reference activations.
 
-Also the two measurements every step is built from: the ANN activations of all
-sites (recorded once, before any step changes the network) and the SNN output
-rates of chosen sites, simulated only up to the last site needed.
+The ANN activations of all sites are recorded once, before any step changes the network.
+The SNN rates a step corrects from come from the simulation module:
+:func:`adacal.snn.simulate.site_rates` (the network up to the sites asked for) and
+:func:`adacal.snn.graph.rates_in_order` (site after site, the prefix simulated once).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,139 +16,13 @@ from rich.progress import track
 from torch import Tensor
 
 from adacal.snn.convert import SpikingNetwork
-from adacal.snn.simulate import chunks
+from adacal.snn.simulate import preactivations
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once the sites of interest have run."""
-
-
-@torch.no_grad()
 def record_preactivations(net: SpikingNetwork, images: Tensor, batch_size: int) -> list[Tensor]:
-    """Pre-activations z of every site on ``images`` [N, C, H, W] (ANN mode).
-
-    Returns:
-        one tensor [N, C, ...] per site, in site order.
-    """
-    net.set_steps(1)
-    net.set_mode("observe")
-    for site in net.sites:
-        site.recorded = []
-    for batch in images.split(batch_size):
-        net(batch)
-    out = [torch.cat(site.recorded) for site in net.sites]
-    for site in net.sites:
-        site.recorded = []
-    net.set_mode("relu")
-    return out
-
-
-@torch.no_grad()
-def site_rates(
-    net: SpikingNetwork,
-    images: Tensor,
-    T: int,
-    sites: list[int],
-    chunk: int | None = None,
-    batch_size: int = 128,
-) -> dict[int, Tensor]:
-    """Simulate T steps and return the output rate (Σ_t s_t / T) of each site in ``sites``.
-
-    The forward pass stops after the last requested site, so calibrating site l
-    costs a simulation of the network up to l only.
-
-    Returns:
-        {site index: rate [N, C, ...]}.
-    """
-    results: dict[int, list[Tensor]] = {i: [] for i in sites}
-    for batch in images.split(batch_size):
-        sums = _OutputSums(batch.shape[0])
-        handles = [net.sites[i].register_forward_hook(sums.hook(i)) for i in sites]
-        handles.append(net.sites[max(sites)].register_forward_hook(_stop))
-        try:
-            net.set_mode("spike")
-            net.reset(batch.shape[0])
-            for steps in chunks(T, chunk):
-                net.set_steps(steps)
-                with contextlib.suppress(_StopForward):
-                    net(batch)
-        finally:
-            for h in handles:
-                h.remove()
-            net.set_steps(1)
-        for i in sites:
-            results[i].append(sums.totals[i] / T)
-    return {i: torch.cat(v) for i, v in results.items()}
-
-
-@torch.no_grad()
-def rates_in_order(
-    net: SpikingNetwork, images: Tensor, T: int, batch_size: int = 128
-) -> Iterator[tuple[int, Tensor]]:
-    """Yield ``(k, rate_k)`` for k = 0 .. L−1, rate_k [N, C, ...] = Σ_t s_t / T of site k, where
-    every earlier site runs as it is *after* the caller's change between yields.
-
-    The sequential calibration steps (bias, potential) correct site k from rate_k. Instead of
-    re-simulating the network up to site k for every k (Σ_k depth_k site evaluations,
-    quadratic in depth), the graph runs once, node by node: per batch of images the values
-    still needed downstream (the fx frontier, all T steps as one chunk) are kept, and after
-    the yield site k runs with its corrected parameters. Same numbers as :func:`site_rates`
-    (up to float summation order); memory ∝ N·T·(frontier size).
-    """
-    from adacal.adaptive.runner import GraphRunner  # the fx runner the searches use
-
-    runner = GraphRunner(net)
-    runner.steps = T
-    batches = list(images.split(batch_size))
-    envs: list[dict] = [{} for _ in batches]
-    nodes = net.site_graph_nodes()
-    pos = 0
-    net.set_mode("spike")
-    net.set_steps(T)
-    try:
-        for k, site in enumerate(net.sites):
-            here = runner.site_position[k]
-            rates = []
-            for env, x in zip(envs, batches, strict=True):
-                net.reset(x.shape[0])
-                runner.run(env, pos, here, x)
-                (z,) = torch.fx.node.map_arg(nodes[k].args, lambda n, env=env: env[n])
-                out = site(z)
-                rates.append(out.reshape(T, x.shape[0], *out.shape[1:]).mean(0))
-            net.set_mode("relu")
-            net.set_steps(1)
-            yield k, torch.cat(rates)  # the caller corrects site k
-            net.set_mode("spike")
-            net.set_steps(T)
-            for env, x in zip(envs, batches, strict=True):
-                net.reset(x.shape[0])
-                runner.run(env, here, here + 1, x)
-            pos = here + 1
-    finally:
-        net.reset(1)
-        net.set_steps(1)
-        net.set_mode("relu")
-
-
-def _stop(module: torch.nn.Module, inputs: object, output: Tensor) -> None:
-    raise _StopForward
-
-
-class _OutputSums:
-    """Forward hooks that add up a site's output over the timesteps: {site: [B, C, ...]}."""
-
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-        self.totals: dict[int, Tensor] = {}
-
-    def hook(self, index: int):
-        def add(module: torch.nn.Module, inputs: object, output: Tensor) -> None:
-            steps = output.shape[0] // self.batch_size
-            total = output.reshape(steps, self.batch_size, *output.shape[1:]).sum(0)
-            previous = self.totals.get(index)
-            self.totals[index] = total if previous is None else previous + total
-
-        return add
+    """Pre-activations z of every site on ``images`` [N, C, H, W] (ANN mode), one tensor
+    [N, C, ...] per site in site order (:func:`adacal.snn.simulate.preactivations`)."""
+    return preactivations(net, images, batch_size)[0]
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """The calibration recipe, in a fixed order (DESIGN.md §3 step 4):
 
+0. the network records the target T (``site.T``, what the surrogate and the ``shift``
+   offset read; set here and nowhere else in a run);
 1. thresholds for every site's φ;
-2. the neuron chooses each site's φ (AdaFire's firing-pattern search; a fixed-φ
-   neuron keeps its φ) and thresholds are refitted for it;
+2. a search, when given, chooses each site's φ (AdaFire's firing-pattern search,
+   :class:`adacal.adaptive.search.FiringPatternSearch`, built by the composition root from
+   the neuron's config; a fixed-φ neuron has none) and refits its thresholds;
 3. the pluggable calibration steps in the configured order (any callable
    ``step(net, data)``, one class + one YAML entry in ``conf/calibration/*.yaml``):
    bias, potential and weight calibration;
@@ -23,9 +26,12 @@ from torch import Tensor
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.thresholds import fit_threshold
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.simulate import preactivations
 
 Step = Callable[[SpikingNetwork, CalibrationData], None]
 Compression = Callable[[SpikingNetwork, CalibrationData], dict[str, Any]]
+Refit = Callable[[int, int], Tensor]  # (site index k, φ) -> θ_k fitted for φ
+Search = Callable[[SpikingNetwork, CalibrationData, Refit], dict[str, Any]]
 
 
 @dataclass
@@ -39,9 +45,8 @@ class ThresholdSpec:
 
 
 def fit_thresholds(net: SpikingNetwork, data: CalibrationData, spec: ThresholdSpec) -> None:
-    """Fit every site's θ on the ANN activations, for the surrogate of the simulated neuron
-    (T·φ levels)."""
-    net.set_T(data.T)
+    """Fit every site's θ on the ANN activations for ``data.T`` steps and each site's φ (the
+    surrogate of the simulated neuron, T·φ levels). Only θ changes."""
     for site, act in zip(net.sites, data.ann, strict=True):
         site.theta = site_threshold(act, spec, data.T, site.phi).to(site.theta.dtype)
 
@@ -65,28 +70,30 @@ def calibrate(
     data: CalibrationData,
     spec: ThresholdSpec,
     steps: Sequence[Step] = (),
-    neuron: Any = None,
+    search: Search | None = None,
     compression: Compression | None = None,
     before_compression: Callable[[SpikingNetwork], None] | None = None,
 ) -> dict[str, Any]:
     """Run the recipe on ``net`` in place (see the module docstring); returns the search record.
 
     Args:
-        neuron: the neuron spec; its ``adapt(net, data, refit)`` chooses φ per site.
+        search: ``search(net, data, refit)`` chooses φ per site after the first threshold
+            fit (``refit(k, φ)`` is θ_k fitted for φ); its record is kept under its ``name``.
         compression: e.g. :class:`adacal.adaptive.compression.SpikeCompression`.
         before_compression: called with the calibrated network just before compression
             (e.g. to keep a copy for a with/without comparison).
     """
     record: dict[str, Any] = {}
+    net.set_T(data.T)  # the target T, recorded on the network: the surrogate and `shift` read it
     fit_thresholds(net, data, spec)
-    if neuron is not None:
+    if search is not None:
 
         def refit(k: int, phi: int) -> Tensor:
             return site_threshold(data.ann[k], spec, data.T, phi).to(net.sites[k].theta.dtype)
 
-        found = neuron.adapt(net, data, refit)
+        found = search(net, data, refit)
         if found:
-            record["adafire"] = found
+            record[getattr(search, "name", "search")] = found
     for step in steps:
         step(net, data)
     if compression is not None:
@@ -101,9 +108,6 @@ def calibrate(
 @torch.no_grad()
 def observed_max_thresholds(net: SpikingNetwork, x: Tensor) -> None:
     """θ = per-site max of the pre-activations on one batch x (quick fit: tests, benchmarks)."""
-    net.set_mode("observe")
-    net(x)
-    for site in net.sites:
-        site.theta = torch.cat(site.recorded).amax().clamp_min(1e-4).reshape(1)
-        site.recorded = []
-    net.set_mode("relu")
+    z, _ = preactivations(net, x)
+    for site, z_l in zip(net.sites, z, strict=True):
+        site.theta = z_l.amax().clamp_min(1e-4).reshape(1)

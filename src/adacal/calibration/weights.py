@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 
-from adacal.calibration.data import CalibrationData, site_rates
+from adacal.calibration.data import CalibrationData
 from adacal.errors import ConfigError
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.simulate import site_rates
 
 
 def site_region(net: SpikingNetwork, index: int) -> tuple[fx.GraphModule, list[fx.Node]]:

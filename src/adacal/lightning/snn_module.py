@@ -21,9 +21,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import Metric
 
-from adacal.adaptive.iat import check_metric, simulate_early_exit
 from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.early_exit import check_metric, simulate_early_exit
 from adacal.snn.simulate import anytime_logits, simulate, sop_totals, spike_totals
 
 
@@ -77,7 +77,7 @@ class SNNEvaluator(L.LightningModule):
     image, a burst of k spikes being k events) and ``site_sops`` [L].
 
     With ``exit_thresholds`` η [T] (and T > 0) every sample exits after the first step t
-    whose ``confidence`` exceeds η_t (:func:`adacal.adaptive.iat.simulate_early_exit`);
+    whose ``confidence`` exceeds η_t (:func:`adacal.snn.early_exit.simulate_early_exit`);
     ``anytime`` is then ignored and the results are ``acc_t{T}`` = ``acc_exit`` (accuracy
     at exit), ``mean_timesteps``, ``exit_hist`` (fraction exiting at t = 1..T) and the
     spikes/SOPs of the simulated steps only.

@@ -269,6 +269,49 @@ def _analyse(net: SpikingNetwork, example: Tensor) -> tuple[list[LayerOps], list
     return counter.layers, [f.detach().float() for f in fan]
 
 
+@dataclass(frozen=True)
+class CostModel:
+    """The cost structure of one converted network, analysed once and reused for every
+    network converted from the same ANN (any neuron, any T, before or after calibration: the
+    layers, their kinds and MACs and the fan-out maps depend on the graph and shapes, not on
+    thresholds or spikes).
+
+    ``layers``: every synaptic layer call in graph order; ``fanout``: f_l [C, ...] per site.
+    """
+
+    layers: tuple[LayerOps, ...]
+    fanout: tuple[Tensor, ...]
+
+    @classmethod
+    def of(cls, net: SpikingNetwork, example: Tensor) -> CostModel:
+        """Analyse ``net`` on one image of ``example`` [B, C, H, W] (one fx pass)."""
+        layers, fan = _analyse(net, example)
+        return cls(tuple(layers), tuple(fan))
+
+    @property
+    def ann_macs(self) -> float:
+        """Σ MACs of all synaptic layers per image (one ANN forward)."""
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def dense_macs(self) -> float:
+        """Σ MACs of the dense layers per image and timestep."""
+        return sum(layer.macs for layer in self.layers if layer.kind == "dense")
+
+    def attach(self, net: SpikingNetwork) -> None:
+        """Set ``site.fanout`` = f_l on every site of ``net`` (SOP counting; the searches'
+        ``cost="sops"``); ``net`` must have this model's sites."""
+        if len(net.sites) != len(self.fanout):
+            raise ValueError(f"{len(net.sites)} sites, but the cost model has {len(self.fanout)}")
+        device = _device(net)
+        for site, fan in zip(net.sites, self.fanout, strict=True):
+            site.fanout = fan.reshape(site.neuron_shape).to(device)
+
+    def energy(self, acs_per_image: float, timesteps: float) -> EnergyReport:
+        """:func:`snn_energy` of ``acs_per_image`` over ``timesteps`` (mean) steps."""
+        return snn_energy(acs_per_image, self.dense_macs, timesteps, self.ann_macs)
+
+
 def synaptic_layers(net: SpikingNetwork, example: Tensor) -> list[LayerOps]:
     """Every synaptic layer call in graph order with its kind and MACs per image (one step)."""
     return _analyse(net, example)[0]
@@ -276,8 +319,7 @@ def synaptic_layers(net: SpikingNetwork, example: Tensor) -> list[LayerOps]:
 
 def attach_fanout(net: SpikingNetwork, example: Tensor) -> None:
     """Set ``site.fanout`` [C, ...] (float32, on the net's device) = f_l for every site."""
-    for site, fan in zip(net.sites, _analyse(net, example)[1], strict=True):
-        site.fanout = fan.reshape(site.neuron_shape)
+    CostModel.of(net, example).attach(net)
 
 
 def ann_macs(net: SpikingNetwork, example: Tensor) -> float:
@@ -295,6 +337,12 @@ def energy_pj(macs: float, acs: float, e_mac: float = E_MAC_PJ, e_ac: float = E_
     return e_mac * macs + e_ac * acs
 
 
+def saving(energy: float, reference: float) -> float:
+    """Relative energy saving 1 − E/E_ref (E_ref: the baseline's or the ANN's energy);
+    NaN when the reference is not positive. The one place a saving is computed."""
+    return 1.0 - energy / reference if reference > 0 else math.nan
+
+
 def snn_energy(
     acs_per_image: float, dense_macs_per_step: float, timesteps: float, ann_macs: float
 ) -> EnergyReport:
@@ -302,5 +350,4 @@ def snn_energy(
     dense = dense_macs_per_step * timesteps
     snn = energy_pj(dense, acs_per_image)
     ann = energy_pj(ann_macs, 0.0)
-    saving = 1.0 - snn / ann if ann > 0 else math.nan
-    return EnergyReport(acs_per_image + dense, dense, snn, ann, saving)
+    return EnergyReport(acs_per_image + dense, dense, snn, ann, saving(snn, ann))

@@ -6,13 +6,12 @@ rate per layer. Matplotlib with the Agg backend (no display needed).
 - ``<name>_pareto.png``: every (row, T) as a point (energy per image, score); the Pareto
   front (no other point has lower energy and a higher score) is drawn as a step line.
 - ``<name>_layers.png``: at the largest T with per-site data, the firing pattern φ_l of
-  each site (AdaFire's searched φ from ``adaptive_T{T}.json``; the fixed φ of burst; 1 for
-  IF) and the firing rate r_l (spikes per neuron per step) per site.
+  each site (AdaFire's searched φ, ``snn/adafire/site{l}_phi_T{T}``; the fixed φ of burst;
+  1 for IF) and the firing rate r_l (spikes per neuron per step) per site.
 """
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from adacal import keys  # noqa: E402
 from adacal.reporting.records import Entry, matches  # noqa: E402
-from adacal.reporting.render import Line, Rendered  # noqa: E402
+from adacal.reporting.rendered import Line, Rendered  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -129,21 +129,17 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
 
 def site_profile(entry: Entry, T: int) -> tuple[list[float], list[float]] | None:
     """(φ per site, firing rate per site) of one run's entry at T, or None without per-site
-    rates. φ: ``adaptive_T{T}.json``'s AdaFire choice, else the burst φ, else 1 (IF)."""
-    rates = {}
-    for key, value in entry.metrics.items():
-        if key.startswith("snn/test/site") and key.endswith(f"_rate_T{T}"):
-            rates[int(key[len("snn/test/site") :].split("_", 1)[0])] = float(value)
+    rates. φ: AdaFire's choice (``snn/adafire/site{i}_phi_T{T}``, one per site), else the
+    burst φ, else 1 (IF)."""
+    rates = keys.site_values(entry.metrics, keys.TEST, "rate", T)
     if not rates:
         return None
-    rate = [rates[k] for k in sorted(rates)]
+    rate = [float(v) for v in rates.values()]
     neuron: dict[str, Any] = entry.run.config.get("neuron", {})
     phi: list[float] = [float(neuron.get("phi", 1) or 1)] * len(rate)
-    record = entry.run.folder / f"adaptive_T{T}.json"
-    if record.is_file():
-        chosen = json.loads(record.read_text()).get("adafire", {}).get("phi")
-        if chosen and len(chosen) == len(rate):
-            phi = [float(p) for p in chosen]
+    chosen = keys.site_values(entry.metrics, keys.ADAFIRE, keys.PHI, T)
+    if chosen and len(chosen) == len(rate):
+        phi = [float(p) for p in chosen.values()]
     return phi, rate
 
 

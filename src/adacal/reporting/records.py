@@ -28,23 +28,43 @@ from typing import Any
 
 import yaml
 
+from adacal import keys
 
-def method_label(config: Mapping[str, Any]) -> str:
-    """``if``, ``burst φ=4``, ``adafire + ssc + iat`` … from a resolved run config."""
+GROUPS = (("compression", "none"), ("inference", "fixed"))  # groups named unless off
+
+
+def method_label(config: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> str:
+    """``if``, ``burst φ=4``, ``adafire + ssc + iat`` … of a run: the neuron, then the
+    compression and inference options that are not off (``none``, ``fixed``).
+
+    The options are read from Hydra's ``choices`` (``runtime.choices``, kept in
+    ``metrics.json`` under ``choices``) when the record has them, else from the ``name`` of
+    each group in the resolved ``config`` (older records). Burst's φ comes from the config.
+    """
+    choices = choices or {}
     neuron = config.get("neuron", {})
-    label = str(neuron.get("name", "if"))
+    label = str(_option(choices, config, "neuron", "if"))
     if label == "burst":
         label += f" φ={neuron.get('phi')}"
-    for group, off in (("compression", "none"), ("inference", "fixed")):
-        name = str(config.get(group, {}).get("name", off))
+    for group, off in GROUPS:
+        name = str(_option(choices, config, group, off))
         if name != off:
             label += f" + {name}"
     return label
 
 
+def _option(choices: Mapping[str, Any], config: Mapping[str, Any], group: str, off: str) -> Any:
+    """The option of config ``group``: Hydra's choice when recorded, else the config's name."""
+    if choices.get(group) is not None:
+        return choices[group]
+    return config.get(group, {}).get("name", off)
+
+
 @dataclass(frozen=True, eq=False)  # identity: one record per folder
 class RunRecord:
-    """One job folder: its status, resolved config, flat metrics and Hydra overrides."""
+    """One job folder: its status, resolved config, flat metrics, Hydra overrides and
+    Hydra's config-group ``choices`` (``{"method": "adafire_ssc_iat", "neuron": ...}``;
+    empty for records written before they were kept)."""
 
     folder: Path
     status: str  # ok | failed | running | missing
@@ -52,6 +72,12 @@ class RunRecord:
     metrics: dict[str, Any]
     overrides: tuple[str, ...] = ()
     error: str | None = None
+    choices: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """The method label (:func:`method_label` of the config and the choices)."""
+        return method_label(self.config, self.choices)
 
     @property
     def seed(self) -> Any:
@@ -59,12 +85,11 @@ class RunRecord:
 
     def timesteps(self) -> list[int]:
         """The T this record has a score for (any ``snn/test/<name>_T{T}`` key)."""
-        found = set()
-        for key in self.metrics:
-            if key.startswith("snn/test/") and "_T" in key and "/anytime_" not in key:
-                tail = key.rsplit("_T", 1)[1]
-                if tail.isdigit():
-                    found.add(int(tail))
+        found = {
+            k.T
+            for text in self.metrics
+            if keys.under(text, keys.TEST) and (k := keys.parse(text)) and not k.anytime
+        }
         return sorted(found)
 
 
@@ -106,6 +131,7 @@ def read_run(folder: Path) -> RunRecord:
         metrics=dict(record.get("metrics", {})),
         overrides=tuple(overrides),
         error=record.get("error"),
+        choices=dict(record.get("choices") or {}),
     )
 
 
@@ -138,17 +164,15 @@ def split_record(run: RunRecord) -> list[Entry]:
     without ``+ iat``) become entries of their own; keys outside ``snn/test/`` (ANN,
     baseline, timing) are shared by all entries of the run.
     """
-    label = method_label(run.config)
+    label = run.method
     metrics = run.metrics
-    shared = {k: v for k, v in metrics.items() if not k.startswith("snn/test/")}
+    shared = {k: v for k, v in metrics.items() if not keys.under(k, keys.TEST)}
     entries = []
     for prefix, name in (
-        ("snn/uncompressed/", label.split(" + ")[0]),
-        ("snn/full/", label.replace(" + iat", "")),
+        (keys.UNCOMPRESSED, label.split(" + ")[0]),
+        (keys.FULL, label.replace(" + iat", "")),
     ):
-        part = {
-            k.replace(prefix, "snn/test/"): v for k, v in metrics.items() if k.startswith(prefix)
-        }
+        part = {moved: v for k, v in metrics.items() if (moved := keys.move(k, prefix, keys.TEST))}
         if part:
             entries.append(Entry(name, run, {**shared, **part}))
     entries.append(Entry(label, run, dict(metrics)))

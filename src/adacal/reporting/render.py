@@ -24,13 +24,15 @@ import csv
 import io
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from adacal import keys
+from adacal.metrics.energy import saving
 from adacal.reporting.records import Entry, RunRecord, find_runs, matches, split_record
+from adacal.reporting.rendered import Cell, Line, Problems, Rendered
 from adacal.reporting.spec import COLUMNS, Reference, Row, SpecError, TableSpec
 from adacal.reporting.table import _finite
 
@@ -41,63 +43,6 @@ INCOMPLETE_NOTE = (
     f"{INCOMPLETE} uses a value from a run that did not finish (failed, killed, cancelled or "
     "still running; listed below): what it measured before it stopped."
 )
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One column of one (row, T): the per-seed values in display units."""
-
-    values: tuple[float, ...]
-    incomplete: bool = False  # some value comes from a run whose status is not "ok"
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
-
-
-@dataclass(frozen=True)
-class Line:
-    """One rendered line: a row at one T (``None`` for ANN rows) and its cells."""
-
-    row: Row
-    T: int | None
-    cells: dict[str, Cell]
-    references: dict[str, tuple[Reference, ...]]
-    runs: tuple[RunRecord, ...]
-    duplicates: tuple[RunRecord, ...] = ()  # runs of one seed that both gave the score
-
-
-@dataclass
-class Problems:
-    """What a reader must know before trusting the table."""
-
-    runs: list[RunRecord] = field(default_factory=list)  # failed / running / missing
-    not_run: list[str] = field(default_factory=list)  # sweep jobs with no folder at all
-    empty: list[str] = field(default_factory=list)  # (row, T) with no value
-    duplicates: list[str] = field(default_factory=list)  # (row, T) given twice for a seed
-    unused: list[RunRecord] = field(default_factory=list)  # ok runs no row selected
-
-
-@dataclass
-class Rendered:
-    """The outcome of :func:`render`: lines, problems, Markdown and CSV text."""
-
-    spec: TableSpec
-    lines: list[Line]
-    problems: Problems
-    markdown: str
-    csv: str
-    records: list[dict[str, Any]]  # the CSV's rows as numbers (what W&B logs)
-    entries: list[Entry]
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def _in_order(entries: Sequence[Entry]) -> list[Entry]:
@@ -130,19 +75,24 @@ def _unfinished_keys(entries: Sequence[Entry]) -> dict[Any, set[str]]:
 
 def _key(spec: TableSpec, row: Row, column: str, T: int | None) -> str | None:
     """The metric key of ``column`` (``saving`` excluded) for a row at T."""
-    key = spec.metric if column == "score" else COLUMNS[column].key
+    name = spec.metric if column == "score" else COLUMNS[column].key
     if row.ann:
         return {
-            "score": f"ann/test/{key}",
-            "pixel_acc": "ann/test/pixel_acc",
-            "energy_uj": "ann/energy_uj",
+            "score": keys.ann_key(name),
+            "pixel_acc": keys.ann_key("pixel_acc"),
+            "energy_uj": keys.ANN_ENERGY_UJ,
         }.get(column)
-    return f"snn/test/{key}_T{T}"
+    return None if T is None else keys.key(keys.TEST, name, T)
 
 
 def _raw(spec: TableSpec, row: Row, column: str, T: int | None, m: dict[str, Any]) -> float | None:
     """The undisplayed value of ``column`` for one seed's metrics (``saving`` excluded)."""
     key = _key(spec, row, column, T)
+    return None if key is None else _finite(m.get(key))
+
+
+def _own(m: dict[str, Any], key: str | None) -> float | None:
+    """The run's own value under ``key`` (None without a key or a finite value)."""
     return None if key is None else _finite(m.get(key))
 
 
@@ -166,9 +116,9 @@ def _line(
         for seed, m in seeds.items():
             if column == "saving":
                 energy = _raw(spec, row, "energy_uj", T, m)
-                own = f"snn/baseline/energy_uj_T{T}"
-                ref = base.get(seed, base.get("mean")) if base is not None else _finite(m.get(own))
-                raw = None if row.ann or energy is None or not ref else 1.0 - energy / ref
+                own = None if T is None else keys.key(keys.BASELINE, "energy_uj", T)
+                ref = base.get(seed, base.get("mean")) if base is not None else _own(m, own)
+                raw = None if row.ann or energy is None or not ref else _finite(saving(energy, ref))
                 used = {_key(spec, row, "energy_uj", T), own if base is None else None}
                 from_base = base is not None and base_unfinished
             else:

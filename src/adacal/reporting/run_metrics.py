@@ -1,43 +1,68 @@
 """Flat metric keys of one SNN evaluation (pure functions of the evaluator's results).
 
-Keys (T = the target timesteps): ``snn/test/acc_T{T}``, ``spikes_T{T}``, ``rate_T{T}``,
-``anytime_T{T}/acc_t{t}``, per-site rates; SOPs and energy (``energy_metrics``, the
-convention of :mod:`adacal.metrics.energy`) under any prefix (``snn/test``,
-``snn/full``, ``snn/uncompressed``, or none for the baseline); the searches' choices
-(``snn/adafire/site{i}_phi_T{T}``, ``snn/ssc/site{i}_ratio_T{T}``) and times.
+Keys (T = the target timesteps; formats and builders in :mod:`adacal.keys`):
+``snn/test/acc_T{T}``, ``spikes_T{T}``, ``rate_T{T}``, ``anytime_T{T}/acc_t{t}``, per-site
+rates; SOPs and energy (``energy_metrics``, the convention of :mod:`adacal.metrics.energy`)
+under any prefix (``snn/test``, ``snn/full``, ``snn/uncompressed``, or none for the
+baseline, :func:`baseline_energy_metrics`); the searches' choices
+(``snn/adafire/site{i}_phi_T{T}``, ``snn/ssc/site{i}_ratio_T{T}``) and times; the saving
+against the baseline (:func:`saving_metrics`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from adacal import keys
 from adacal.metrics import energy
 
 
 def energy_metrics(
-    net: Any, example: torch.Tensor, res: dict[str, Any], T: int, prefix: str
+    cost: energy.CostModel, sites: Sequence[Any], res: dict[str, Any], T: int, prefix: str
 ) -> dict[str, float]:
-    """SOPs and energy per image (convention: :mod:`adacal.metrics.energy`)."""
+    """SOPs and energy per image (convention: :mod:`adacal.metrics.energy`) of a network
+    whose cost structure is ``cost`` and whose neuron sites are ``sites``; with a prefix also
+    the ACs per site and the share of samples exiting at each step."""
     steps = float(res.get("mean_timesteps", T))
-    report = energy.snn_energy(
-        res["sops"], energy.dense_macs(net, example), steps, energy.ann_macs(net, example)
-    )
-    p = f"{prefix}/" if prefix else ""
+    report = cost.energy(res["sops"], steps)
     out = {
-        f"{p}sops_T{T}": report.sops,
-        f"{p}acs_T{T}": float(res["sops"]),
-        f"{p}energy_uj_T{T}": report.energy_pj / 1e6,
-        f"{p}saving_vs_ann_T{T}": report.saving_vs_ann,
-        f"{p}mean_timesteps_T{T}": steps,
+        keys.key(prefix, "sops", T): report.sops,
+        keys.key(prefix, "acs", T): float(res["sops"]),
+        keys.key(prefix, "energy_uj", T): report.energy_pj / 1e6,
+        keys.key(prefix, "saving_vs_ann", T): report.saving_vs_ann,
+        keys.key(prefix, "mean_timesteps", T): steps,
     }
     if prefix:
-        for site, sops in zip(net.sites, res["site_sops"], strict=True):
-            out[f"{p}site{site.index}_acs_T{T}"] = sops
+        for site, sops in zip(sites, res["site_sops"], strict=True):
+            out[keys.site_key(prefix, "acs", site.index, T)] = sops
         for t, share in enumerate(res.get("exit_hist") or [], start=1):
-            out[f"{p}exit_t{t}_T{T}"] = share
+            out[keys.step_key(prefix, "exit", t, T)] = share
     return out
+
+
+def baseline_energy_metrics(
+    cost: energy.CostModel, sites: Sequence[Any], res: dict[str, Any], T: int
+) -> dict[str, float]:
+    """:func:`energy_metrics` of the SNN Calibration baseline, under ``snn/baseline/``
+    (its totals only: no per-site ACs or exit shares)."""
+    totals = energy_metrics(cost, sites, res, T, "")
+    return {f"{keys.BASELINE}/{k}": v for k, v in totals.items()}
+
+
+def score_metrics(
+    prefix: str, res: Mapping[str, Any], T: int, names: Sequence[str]
+) -> dict[str, float]:
+    """``{prefix}/{name}_T{T}`` for each of the task's score names (acc; miou, pixel_acc)."""
+    return {keys.key(prefix, name, T): res[f"{name}_t{T}"] for name in names}
+
+
+def saving_metrics(metrics: Mapping[str, Any], T: int) -> dict[str, float]:
+    """``snn/test/saving_vs_baseline_T{T}``: 1 − E/E_baseline at T (:func:`energy.saving`),
+    from the ``energy_uj`` of ``snn/test`` and ``snn/baseline`` in ``metrics``."""
+    own = float(metrics[keys.key(keys.TEST, "energy_uj", T)])
+    base = float(metrics[keys.key(keys.BASELINE, "energy_uj", T)])
+    return {keys.key(keys.TEST, "saving_vs_baseline", T): energy.saving(own, base)}
 
 
 def search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
@@ -45,13 +70,13 @@ def search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
     out: dict[str, float] = {}
     if "adafire" in record:
         for i, phi in enumerate(record["adafire"]["phi"]):
-            out[f"snn/adafire/site{i}_phi_T{T}"] = float(phi)
-        out[f"snn/time/adafire_search_s_T{T}"] = record["adafire"]["seconds"]
+            out[keys.site_key(keys.ADAFIRE, keys.PHI, i, T)] = float(phi)
+        out[keys.key(keys.TIME, "adafire_search_s", T)] = record["adafire"]["seconds"]
     for name, rec in record.items():
         if "ratio" in rec:
             for i, r in enumerate(rec["ratio"]):
-                out[f"snn/{name}/site{i}_ratio_T{T}"] = float(r)
-            out[f"snn/time/{name}_search_s_T{T}"] = rec["seconds"]
+                out[keys.site_key(keys.snn(name), keys.RATIO, i, T)] = float(r)
+            out[keys.key(keys.TIME, f"{name}_search_s", T)] = rec["seconds"]
     return out
 
 
@@ -65,18 +90,28 @@ def snn_metrics(
 ) -> dict[str, float]:
     """Scores (``snn/test/{name}_T{T}`` for the task's names), spikes, rates and times."""
     neurons = sum(s.neurons_per_sample for s in net.sites)
-    out = {f"snn/test/{name}_T{T}": res[f"{name}_t{T}"] for name in names}
+    out = score_metrics(keys.TEST, res, T, names)
     out |= {
-        f"snn/test/spikes_T{T}": res["spikes"],
-        f"snn/test/rate_T{T}": res["spikes"] / (neurons * T),
-        f"snn/time/calibration_s_T{T}": calib_s,
-        f"snn/time/evaluation_s_T{T}": eval_s,
+        keys.key(keys.TEST, "spikes", T): res["spikes"],
+        keys.key(keys.TEST, "rate", T): res["spikes"] / (neurons * T),
+        keys.key(keys.TIME, "calibration_s", T): calib_s,
+        keys.key(keys.TIME, "evaluation_s", T): eval_s,
     }
-    for key, value in res.items():
-        if any(key.startswith(f"{name}_t") for name in names):
-            out[f"snn/test/anytime_T{T}/{key}"] = value
+    for result, value in res.items():  # the evaluator's anytime scores: {name}_t{t}
+        if (found := _anytime(result, names)) is not None:
+            out[keys.anytime_key(keys.TEST, *found, T)] = value
     for k, iou in enumerate(res.get("class_iou") or []):
-        out[f"snn/test/class{k}_iou_T{T}"] = iou
+        out[keys.class_key(keys.TEST, "iou", k, T)] = iou
     for site, spikes in zip(net.sites, res["site_spikes"], strict=True):
-        out[f"snn/test/site{site.index}_rate_T{T}"] = spikes / (site.neurons_per_sample * T)
+        rate = spikes / (site.neurons_per_sample * T)
+        out[keys.site_key(keys.TEST, "rate", site.index, T)] = rate
     return out
+
+
+def _anytime(result: str, names: Sequence[str]) -> tuple[str, int] | None:
+    """(name, t) of an evaluator result ``{name}_t{t}`` for one of ``names``, else None."""
+    for name in names:
+        step = result.removeprefix(f"{name}_t")
+        if step != result and step.isdigit():
+            return name, int(step)
+    return None

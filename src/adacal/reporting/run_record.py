@@ -4,6 +4,10 @@
 ``running`` after every finished T (so a killed job keeps them), ``ok`` at the end, or
 ``failed`` with every finished T, the stage and T that were running (``stopped_at``) and why
 (``interrupted: SIGINT``, ``HealthError: ann.optim.lr: ...``). Only rank 0 writes.
+
+The record also keeps Hydra's config-group choices (``choices``: ``{"method":
+"adafire_ssc_iat", "neuron": "adafire", ...}``, :func:`hydra_choices`), so that readers take
+the method from them instead of rebuilding it (:func:`adacal.reporting.records.method_label`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from adacal.reporting.metrics_file import write_failure, write_metrics
 class RunRecord:
     """Metrics gathered so far and the stage that runs now, written to ``<out_dir>/metrics.json``.
 
-    ``config`` is the resolved config (empty until it resolves); ``extra`` top-level entries
-    (command, checkpoint digest); ``write``: False on ranks other than 0.
+    ``config`` is the resolved config (empty until it resolves); ``choices`` Hydra's
+    config-group choices (:func:`hydra_choices`; written as the top-level ``choices`` when
+    not empty); ``extra`` top-level entries (command, checkpoint digest); ``write``: False on
+    ranks other than 0.
     """
 
     out_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     finished_T: list[int] = field(default_factory=list)
@@ -43,14 +50,14 @@ class RunRecord:
         if T not in self.finished_T:
             self.finished_T.append(T)
         if self.write:
-            extra = {**self.extra, "finished_T": self.finished_T}
+            extra = {**self._top(), "finished_T": self.finished_T}
             write_metrics(self.out_dir, self.metrics, self.config, extra, status="running")
 
     def ok(self) -> Path | None:
         """Write the final ``ok`` record."""
         if not self.write:
             return None
-        extra = {**self.extra, "finished_T": self.finished_T}
+        extra = {**self._top(), "finished_T": self.finished_T}
         return write_metrics(self.out_dir, self.metrics, self.config, extra)
 
     def failed(self, error: BaseException) -> Path | None:
@@ -63,11 +70,33 @@ class RunRecord:
             error,
             config=self.config,
             metrics=self.metrics,
-            extra=self.extra,
+            extra=self._top(),
             stopped_at=stopped,
             finished_T=self.finished_T,
         )
 
+    def _top(self) -> dict[str, Any]:
+        """The top-level entries besides status, metrics and config: ``choices``, ``extra``."""
+        return {**({"choices": dict(self.choices)} if self.choices else {}), **self.extra}
+
     def where(self) -> str:
         """``snn stage at T=4`` / ``ann stage``: for the one-line message of a stopped run."""
         return f"{self.stage} stage" + (f" at T={self.T}" if self.T is not None else "")
+
+
+def hydra_choices() -> dict[str, str | None]:
+    """Hydra's ``runtime.choices`` of the running job as a plain dict (``{"method":
+    "adafire_ssc_iat", "neuron": "adafire", "dataset": "cifar10", ...}``; an unselected
+    optional group is None); empty when Hydra is not initialised (a config composed in a
+    test and passed to :func:`adacal.pipeline.run`). Of Hydra's own groups only the launcher
+    is kept (its help, logging and output groups say nothing about the run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {
+        str(k): None if v is None else str(v)
+        for k, v in choices.items()
+        if not str(k).startswith("hydra/") or str(k) == "hydra/launcher"
+    }

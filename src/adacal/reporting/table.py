@@ -26,11 +26,12 @@ else plain Markdown lines, so that no number is ever cut ("21,9…") off a termi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
+
+from adacal import keys
 
 MISSING = "-"
 IS_BASELINE = "–"  # the saving cell of a run that is its own SNN Calibration baseline
@@ -47,12 +48,14 @@ RESULT_HEADERS = (
     "mean steps",
 )
 LABELS = {"acc": "top-1", "miou": "mIoU", "pixel_acc": "pixel acc."}
+# the per-T values of a row besides the score (snn/test/<name>_T{T})
+QUANTITIES = ("spikes", "rate", "sops", "energy_uj", "saving_vs_baseline", "mean_timesteps")
 
 
 def headline_metric(metrics: Mapping[str, object]) -> str:
     """``"miou"`` for segmentation records (an ``ann/test/miou`` or ``snn/test/miou_T*``
     key), else ``"acc"``."""
-    seg = any(k == "ann/test/miou" or k.startswith("snn/test/miou_T") for k in metrics)
+    seg = keys.ann_key("miou") in metrics or bool(keys.timesteps_of(metrics, keys.TEST, "miou"))
     return "miou" if seg else "acc"
 
 
@@ -110,8 +113,7 @@ def fmt_share(value: object) -> str:
 
 def fitted_timesteps(metrics: Mapping[str, object], metric: str | None = None) -> list[int]:
     """Sorted T values that have a ``snn/test/{metric}_T{T}`` key."""
-    key = re.compile(rf"^snn/test/{metric or headline_metric(metrics)}_T(\d+)$")
-    return sorted({int(m.group(1)) for k in metrics if (m := key.match(k))})
+    return keys.timesteps_of(metrics, keys.TEST, metric or headline_metric(metrics))
 
 
 def results_rows(
@@ -125,23 +127,23 @@ def results_rows(
     """
     metric = metric or headline_metric(metrics)
     ts = fitted_timesteps(metrics, metric) if timesteps is None else list(timesteps)
-    ann = metrics.get(f"ann/test/{metric}")
+    ann = metrics.get(keys.ann_key(metric))
     rows = []
     for t in ts:
-        snn = metrics.get(f"snn/test/{metric}_T{t}")
-        saving = metrics.get(f"snn/test/saving_vs_baseline_T{t}")
+        at = {name: metrics.get(keys.key(keys.TEST, name, t)) for name in (metric, *QUANTITIES)}
+        saving = at["saving_vs_baseline"]
         rows.append(
             [
                 str(t),
                 fmt_percent(ann),
-                fmt_percent(snn),
-                fmt_delta(snn, ann),
-                fmt_count(metrics.get(f"snn/test/spikes_T{t}")),
-                fmt_rate(metrics.get(f"snn/test/rate_T{t}")),
-                fmt_count(metrics.get(f"snn/test/sops_T{t}")),
-                fmt_number(metrics.get(f"snn/test/energy_uj_T{t}")),
+                fmt_percent(at[metric]),
+                fmt_delta(at[metric], ann),
+                fmt_count(at["spikes"]),
+                fmt_rate(at["rate"]),
+                fmt_count(at["sops"]),
+                fmt_number(at["energy_uj"]),
                 IS_BASELINE if is_own_baseline(metrics, t) else fmt_share(saving),
-                fmt_number(metrics.get(f"snn/test/mean_timesteps_T{t}")),
+                fmt_number(at["mean_timesteps"]),
             ]
         )
     return rows
@@ -150,9 +152,9 @@ def results_rows(
 def is_own_baseline(metrics: Mapping[str, object], t: int) -> bool:
     """Whether the run at T = ``t`` is its own SNN Calibration baseline: the pipeline then
     records the run's own energy as the baseline's, and a saving of exactly 0."""
-    saving = _finite(metrics.get(f"snn/test/saving_vs_baseline_T{t}"))
-    own = _finite(metrics.get(f"snn/test/energy_uj_T{t}"))
-    base = _finite(metrics.get(f"snn/baseline/energy_uj_T{t}"))
+    saving = _finite(metrics.get(keys.key(keys.TEST, "saving_vs_baseline", t)))
+    own = _finite(metrics.get(keys.key(keys.TEST, "energy_uj", t)))
+    base = _finite(metrics.get(keys.key(keys.BASELINE, "energy_uj", t)))
     return saving == 0.0 and own is not None and own == base
 
 
@@ -164,15 +166,18 @@ def anytime_rows(
     Cell (t, T) is ``snn/test/anytime_T{T}/{metric}_t{t}`` as a percentage.
     """
     metric = metric or headline_metric(metrics)
-    pattern = re.compile(rf"^snn/test/anytime_T(\d+)/{metric}_t(\d+)$")
-    found = [(int(m.group(1)), int(m.group(2))) for k in metrics if (m := pattern.match(k))]
+    found = [
+        (k.T, k.step)
+        for k in keys.parsed(metrics)
+        if k.anytime and (k.prefix, k.name) == (keys.TEST, metric)
+    ]
     big_ts = sorted({T for T, _ in found})
-    small_ts = sorted({t for _, t in found})
+    small_ts = sorted({t for _, t in found if t is not None})
     headers = ["t", *(f"T={T} (%)" for T in big_ts)]
     rows = [
         [
             str(t),
-            *(fmt_percent(metrics.get(f"snn/test/anytime_T{T}/{metric}_t{t}")) for T in big_ts),
+            *(fmt_percent(metrics.get(keys.anytime_key(keys.TEST, metric, t, T))) for T in big_ts),
         ]
         for t in small_ts
     ]

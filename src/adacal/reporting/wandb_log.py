@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adacal import keys
 from adacal.checkpoint import first_line, sidecar_paths
 from adacal.errors import ConfigError
 from adacal.reporting.metrics_file import error_message
@@ -68,7 +69,7 @@ def exit_fraction(metrics: Mapping[str, object], T: int) -> float | None:
     The exit histogram's last bin (t = T) also holds the samples that ran all T steps, so the
     early-exit share is the sum of the bins t < T. None when the run has no full histogram.
     """
-    shares = [_number(metrics.get(f"snn/test/exit_t{t}_T{T}")) for t in range(1, T + 1)]
+    shares = [_number(metrics.get(keys.step_key(keys.TEST, "exit", t, T))) for t in range(1, T + 1)]
     if any(share is None for share in shares):
         return None
     return float(sum(shares[:-1]))  # type: ignore[arg-type]
@@ -96,7 +97,7 @@ def curve_rows(
     for T in fitted_timesteps(metrics, names[0]):
         row: dict[str, float | int] = {"T": T}
         for key in (*names, *TEST_QUANTITIES):
-            value = _number(metrics.get(f"snn/test/{key}_T{T}"))
+            value = _number(metrics.get(keys.key(keys.TEST, key, T)))
             if value is not None:
                 row[key] = value
         share = exit_fraction(metrics, T)
@@ -104,7 +105,7 @@ def curve_rows(
             row[EXIT_FRACTION] = share
         for record in SUB_RECORDS:
             for key in (*names, *SUB_QUANTITIES):
-                value = _number(metrics.get(f"snn/{record}/{key}_T{T}"))
+                value = _number(metrics.get(keys.key(keys.snn(record), key, T)))
                 if value is not None:
                     row[f"{record}/{key}"] = value
         rows.append(row)
@@ -126,25 +127,25 @@ def site_rows(metrics: Mapping[str, object], T: int) -> list[dict[str, float | i
     (``snn/test/site{k}_acs_T{T}``), ``phi`` (``snn/adafire/site{k}_phi_T{T}``) and
     ``<record>_ratio`` (a compression's ``snn/<record>/site{k}_ratio_T{T}``, e.g. ``ssc``).
     """
-    rate = re.compile(rf"^snn/test/site(\d+)_rate_T{T}$")
-    ratio = re.compile(rf"^snn/(\w+)/site(\d+)_ratio_T{T}$")
     ratios: dict[int, dict[str, float]] = {}
     for key, value in metrics.items():
-        if (m := ratio.match(key)) and (number := _number(value)) is not None:
-            ratios.setdefault(int(m.group(2)), {})[f"{m.group(1)}_ratio"] = number
-    sites = sorted(int(m.group(1)) for k in metrics if (m := rate.match(k)))
+        k = keys.parse(key)
+        if k is None or k.site is None or (k.name, k.T) != (keys.RATIO, T):
+            continue
+        if (search := keys.snn_name(k.prefix)) and (number := _number(value)) is not None:
+            ratios.setdefault(k.site, {})[f"{search}_ratio"] = number
     rows: list[dict[str, float | int]] = []
-    for k in sites:
-        row: dict[str, float | int] = {"site": k}
-        for column, key in (
-            ("rate", f"snn/test/site{k}_rate_T{T}"),
-            ("acs", f"snn/test/site{k}_acs_T{T}"),
-            ("phi", f"snn/adafire/site{k}_phi_T{T}"),
+    for site in keys.site_values(metrics, keys.TEST, "rate", T):
+        row: dict[str, float | int] = {"site": site}
+        for column, prefix, name in (
+            ("rate", keys.TEST, "rate"),
+            ("acs", keys.TEST, "acs"),
+            ("phi", keys.ADAFIRE, keys.PHI),
         ):
-            value = _number(metrics.get(key))
+            value = _number(metrics.get(keys.site_key(prefix, name, site, T)))
             if value is not None:
                 row[column] = value
-        row.update(sorted(ratios.get(k, {}).items()))
+        row.update(sorted(ratios.get(site, {}).items()))
         rows.append(row)
     return rows
 
@@ -165,7 +166,7 @@ def headline(
     if rows:
         out[f"{HEADLINE_PREFIX}T"] = last["T"]
     for name in names:
-        ann = _number(metrics.get(f"ann/test/{name}"))
+        ann = _number(metrics.get(keys.ann_key(name)))
         snn = last.get(name)
         if snn is not None:
             out[f"{HEADLINE_PREFIX}{name}"] = snn
@@ -173,7 +174,7 @@ def headline(
             out[f"{HEADLINE_PREFIX}ann_{name}"] = ann
         if snn is not None and ann is not None:
             out[f"{HEADLINE_PREFIX}delta_{name}"] = snn - ann
-    ann_energy = _number(metrics.get("ann/energy_uj"))
+    ann_energy = _number(metrics.get(keys.ANN_ENERGY_UJ))
     if ann_energy is not None:
         out[f"{HEADLINE_PREFIX}ann_energy_uj"] = ann_energy
     for key in ("sops", "energy_uj", "mean_timesteps", "saving_vs_baseline", EXIT_FRACTION):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import copy
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from adacal.errors import ConfigError
 from adacal.snn.neurons import IFNeuron
-from adacal.snn.site import Site
+from adacal.snn.site import MODES, Site
 
 CONVERSION_STEPS = (
     "fold_batchnorm",
@@ -308,10 +309,34 @@ class SpikingNetwork(nn.Module):
         for site in self.sites:
             site.keep(index)
 
-    def set_phi(self, phis: list[int]) -> None:
-        """Burst size φ per site, in site order."""
-        for site, phi in zip(self.sites, phis, strict=True):
-            site.phi = int(phi)
+    @contextmanager
+    def running(
+        self, mode: str, steps: int = 1, batch_size: int | None = None, release: bool = False
+    ) -> Iterator[None]:
+        """The one simulation context: every site in ``mode``, TimeExpand making ``steps``
+        copies, and (with ``batch_size``) a fresh simulation of that many samples at t = 0.
+
+        On leaving, even by an exception, the sites are back in ``relu`` mode with one step;
+        the spike counts stay readable, unless ``release`` forgets the state (membrane
+        potentials and counts). Every simulation in the package (chunked, node by node,
+        early exit, rates) runs inside it::
+
+            with net.running("spike", steps=T, batch_size=B):
+                out = net(x)                   # [T·B, K]
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown site mode {mode!r}; one of {MODES}")
+        self.set_mode(mode)
+        self.set_steps(steps)
+        if batch_size is not None:
+            self.reset(batch_size)
+        try:
+            yield
+        finally:
+            self.set_mode("relu")
+            self.set_steps(1)
+            if release:
+                self.reset(1)
 
     def set_compiled(self, compiled: bool) -> None:
         """Simulate each chunk of every site as one ``torch.compile``'d kernel (same numbers)."""

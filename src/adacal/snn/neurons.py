@@ -130,10 +130,6 @@ class IFNeuron:
         else:
             burst_step_(v, x, theta, out, phi)
 
-    def adapt(self, net, data, refit) -> dict:  # noqa: ANN001 - see AdaFireNeuron.adapt
-        """Choose each site's φ after the first threshold fit (nothing to choose: fixed φ)."""
-        return {}
-
 
 @dataclass(frozen=True)
 class BurstNeuron(IFNeuron):
@@ -163,8 +159,10 @@ class AdaFireNeuron(IFNeuron):
     φ in [phi_min, phi_init] with only site l changed, the sensitivity S_l(φ)
     (symmetric KL between SNN and ANN softmax) and spikes E_l(φ) on ``batch_size``
     calibration images, then picks φ_l minimising Σ S_l subject to
-    Σ E_l ≤ rho·Σ E_l(phi_target) (:mod:`adacal.adaptive.search`). E counts spikes
-    (``cost="spikes"``, the paper's) or synaptic events (``cost="sops"``).
+    Σ E_l ≤ rho·Σ E_l(phi_target). E counts spikes (``cost="spikes"``, the paper's) or
+    synaptic events (``cost="sops"``). These fields configure the search; the search itself
+    is :class:`adacal.adaptive.search.FiringPatternSearch`, which the composition root builds
+    from them and hands to the calibration recipe (a neuron knows nothing of searches).
     """
 
     phi_init: int = 8
@@ -205,12 +203,3 @@ class AdaFireNeuron(IFNeuron):
 
     def max_spikes(self) -> int:
         return int(self.phi_init)
-
-    def adapt(self, net, data, refit) -> dict:  # noqa: ANN001 - avoids an import cycle
-        """Run the firing-pattern search; sets ``site.phi`` and refits thresholds.
-
-        Returns the search record (chosen φ per site, sensitivities, spikes, timings).
-        """
-        from adacal.adaptive.search import firing_pattern_search
-
-        return firing_pattern_search(net, data, self, refit)

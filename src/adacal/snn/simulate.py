@@ -1,12 +1,15 @@
-"""Run a :class:`SpikingNetwork` over T timesteps, in chunks of timesteps.
+"""Run a :class:`SpikingNetwork` over T timesteps, in chunks of timesteps: the outputs, the
+per-site rates and the ANN activations (one implementation each; calibration, the analysis
+and the notebooks all read them from here).
 
-Tensors are time-major: a chunk of Tc steps of a batch of B is ``[Tc·B, ...]``
-inside the network; the analog prefix runs once per chunk at batch B.
+Tensors are time-major: a chunk of Tc steps of a batch of B is ``[Tc·B, ...]`` inside the
+network; the analog prefix runs once per chunk at batch B.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -32,14 +35,12 @@ def simulate(net: SpikingNetwork, x: Tensor, T: int, chunk: int | None = None) -
         prediction after t steps is ``out[:t].mean(0)`` (see :func:`anytime_logits`).
     The sites' spike counts (``site.spike_counts``, [Tc, B] per chunk) are filled.
     """
-    net.set_mode("spike")
-    net.reset(x.shape[0])
     outs = []
-    for steps in chunks(T, chunk):
-        net.set_steps(steps)
-        y = net(x)
-        outs.append(y.reshape(steps, x.shape[0], *y.shape[1:]))
-    net.set_steps(1)
+    with net.running("spike", batch_size=x.shape[0]):
+        for steps in chunks(T, chunk):
+            net.set_steps(steps)
+            y = net(x)
+            outs.append(y.reshape(steps, x.shape[0], *y.shape[1:]))
     return torch.cat(outs)
 
 
@@ -63,3 +64,116 @@ def sop_totals(net: SpikingNetwork) -> Tensor:
     Needs fan-out maps on the sites (:func:`adacal.metrics.energy.attach_fanout`).
     """
     return torch.stack([torch.cat(site.sop_counts) for site in net.sites])
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the sites of interest have run."""
+
+
+def _stop(module: torch.nn.Module, inputs: object, output: Tensor) -> None:
+    raise _StopForward
+
+
+@torch.no_grad()
+def _rate_sums(
+    net: SpikingNetwork, x: Tensor, T: int, sites: Sequence[int], chunk: int | None, stop: bool
+) -> tuple[dict[int, Tensor], Tensor | None]:
+    """Σ_t s_l(t) [B, C, ...] of each site l in ``sites`` over T steps of x [B, ...], and the
+    last layer's Σ_t y(t) (None when ``stop`` ends each pass after the last site asked for)."""
+    B = x.shape[0]
+    sums: dict[int, Tensor] = {}
+
+    def hook(index: int):
+        def add(module: torch.nn.Module, inputs: object, out: Tensor) -> None:
+            total = out.reshape(out.shape[0] // B, B, *out.shape[1:]).sum(0)
+            sums[index] = total if index not in sums else sums[index] + total
+
+        return add
+
+    handles = [net.sites[i].register_forward_hook(hook(i)) for i in sites]
+    if stop:
+        handles.append(net.sites[max(sites)].register_forward_hook(_stop))
+    out_sum: Tensor | None = None
+    try:
+        with net.running("spike", batch_size=B):
+            for steps in chunks(T, chunk):
+                net.set_steps(steps)
+                with contextlib.suppress(_StopForward):
+                    y = net(x)
+                    y = y.reshape(steps, B, *y.shape[1:]).sum(0)
+                    out_sum = y if out_sum is None else out_sum + y
+    finally:
+        for h in handles:
+            h.remove()
+    return sums, out_sum
+
+
+def site_rates(
+    net: SpikingNetwork,
+    images: Tensor,
+    T: int,
+    sites: list[int],
+    chunk: int | None = None,
+    batch_size: int = 128,
+) -> dict[int, Tensor]:
+    """Simulate T steps and return the output rate r_l = Σ_t s_l(t) / T of each site in
+    ``sites``: {l: [N, C, ...]}. Each forward pass stops after the last site asked for, so the
+    rates of site l cost a simulation of the network up to l only."""
+    results: dict[int, list[Tensor]] = {i: [] for i in sites}
+    for batch in images.split(batch_size):
+        sums, _ = _rate_sums(net, batch, T, sites, chunk, stop=True)
+        for i in sites:
+            results[i].append(sums[i] / T)
+    return {i: torch.cat(v) for i, v in results.items()}
+
+
+def rates_and_output(
+    net: SpikingNetwork, images: Tensor, T: int, chunk: int | None = 8
+) -> tuple[list[Tensor], Tensor]:
+    """Simulate T steps of ``images`` [B, C, H, W] (one batch, direct encoding).
+
+    Returns:
+        (r_l [B, C, ...] for every site l, ȳ [B, K]): the rate-coded site outputs
+        (1/T) Σ_t s_l(t) and the mean of the last layer's per-step outputs. The state is
+        released afterwards.
+    """
+    sums, out_sum = _rate_sums(net, images, T, range(len(net.sites)), chunk, stop=False)
+    net.reset(1)
+    assert out_sum is not None
+    return [sums[k] / T for k in range(len(net.sites))], out_sum / T
+
+
+@torch.no_grad()
+def preactivations(
+    net: SpikingNetwork, images: Tensor, batch_size: int | None = None
+) -> tuple[list[Tensor], Tensor]:
+    """The ANN (the converted network in ``observe`` mode, BN folded) on ``images`` [N, ...].
+
+    Returns:
+        (z_l [N, C, ...] for every site l in site order, the output [N, K]); the ANN
+        activation of site l is relu(z_l). Runs in batches of ``batch_size`` (None: one).
+    """
+    outs = []
+    for site in net.sites:
+        site.recorded = []
+    try:
+        with net.running("observe"):
+            for batch in images.split(batch_size or images.shape[0]):
+                outs.append(net(batch))
+        z = [torch.cat(site.recorded) for site in net.sites]
+    finally:
+        for site in net.sites:
+            site.recorded = []
+    return z, torch.cat(outs)
+
+
+__all__ = [
+    "anytime_logits",
+    "chunks",
+    "preactivations",
+    "rates_and_output",
+    "simulate",
+    "site_rates",
+    "sop_totals",
+    "spike_totals",
+]

@@ -1,0 +1,193 @@
+"""The SNN stage: for every target T, convert, calibrate, evaluate, and compare.
+
+Per T (DESIGN.md §3): convert the ANN with the neuron, run the calibration recipe (thresholds,
+the search, the calibration steps, compression), fit the exit thresholds (IAT), evaluate on
+the test set, and the evaluation variants a method asks for: the network before compression
+(``compression.compare_uncompressed``), the same network without exits
+(``inference.compare_full``) and the SNN Calibration baseline (IF neuron, same calibration,
+same T; ``snn.compare_baseline``), whose energy gives the saving. Every object arrives built
+(:class:`SNNParts`); the network's cost structure is analysed once per run
+(:class:`~adacal.metrics.energy.CostModel`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adacal import keys
+from adacal.adaptive.convert import calibrated_network
+from adacal.calibration.recipe import Step, ThresholdSpec
+from adacal.metrics.energy import CostModel
+from adacal.reporting.run_metrics import (
+    baseline_energy_metrics,
+    energy_metrics,
+    saving_metrics,
+    score_metrics,
+    search_metrics,
+    snn_metrics,
+)
+from adacal.snn.convert import SpikingNetwork, convert
+from adacal.snn.neurons import IFNeuron
+
+log = logging.getLogger("adacal")
+
+Evaluate = Callable[..., dict[str, Any]]  # (net, T, exit_thresholds=None) -> evaluator results
+
+
+@dataclass
+class SNNParts:
+    """What the SNN stage is built from (by :func:`adacal.pipeline.run`).
+
+    ``neuron``: the neuron spec; ``compression``: SSC or None; ``policy``: the IAT exit policy
+    or None; ``spec`` and ``steps``: the threshold fit and the calibration steps; ``scorer``:
+    what the evaluator scores (its ``names``: acc; miou, pixel_acc).
+    """
+
+    neuron: IFNeuron
+    compression: Any
+    policy: Any
+    spec: ThresholdSpec
+    steps: Sequence[Step]
+    scorer: Any
+    chunk: int | None = 8
+    batch_size: int = 128
+    progress: bool = False
+    compiled: bool = False
+    compare_baseline: bool = True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The task's score names."""
+        return tuple(self.scorer.names)
+
+    @property
+    def is_baseline(self) -> bool:
+        """The run is its own SNN Calibration baseline (IF, no compression, no exits)."""
+        return type(self.neuron) is IFNeuron and self.compression is None and self.policy is None
+
+
+def convert_and_calibrate(
+    parts: SNNParts,
+    model: torch.nn.Module,
+    images: Tensor,
+    T: int,
+    neuron: IFNeuron,
+    compression: Any,
+    cost: CostModel,
+    keep: list[SpikingNetwork] | None = None,
+) -> tuple[SpikingNetwork, dict[str, Any], float]:
+    """:func:`adacal.adaptive.convert.calibrated_network` with this run's settings. With
+    ``compression.compare_uncompressed`` a copy of the network just before compression is
+    appended to ``keep``."""
+    before = None
+    if keep is not None and getattr(compression, "compare_uncompressed", False):
+
+        def before(n: SpikingNetwork) -> None:
+            keep.append(copy.deepcopy(n))
+
+    return calibrated_network(
+        model,
+        neuron,
+        images,
+        T,
+        parts.spec,
+        parts.steps,
+        compression=compression,
+        cost=cost,
+        chunk=parts.chunk,
+        batch_size=parts.batch_size,
+        progress=parts.progress,
+        compiled=parts.compiled,
+        before_compression=before,
+    )
+
+
+def run_T(
+    parts: SNNParts,
+    model: torch.nn.Module,
+    images: Tensor,
+    T: int,
+    evaluate: Evaluate,
+    cost: CostModel,
+    fit_set: Callable[[int], tuple[Tensor, Tensor]],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Everything for one T: (its metrics, the search record)."""
+    names = parts.names
+    kept: list[SpikingNetwork] = []
+    net, record, calib_s = convert_and_calibrate(
+        parts, model, images, T, parts.neuron, parts.compression, cost, keep=kept
+    )
+    metrics: dict[str, float] = {}
+    if kept:  # the same network before compression, evaluated on the same test set
+        full = evaluate(kept[0], T)
+        metrics.update(score_metrics(keys.UNCOMPRESSED, full, T, names))
+        metrics.update(energy_metrics(cost, kept[0].sites, full, T, keys.UNCOMPRESSED))
+        del kept[:]
+    eta = None
+    if parts.policy is not None:
+        x_fit, y_fit = fit_set(int(parts.policy.fit_batches) * int(parts.policy.batch_size))
+        eta = parts.policy.fit(net, x_fit, y_fit, T)
+        record["iat"] = {"eta": eta.tolist(), "fit_images": int(x_fit.shape[0])}
+    start = time.perf_counter()
+    res = evaluate(net, T, exit_thresholds=eta)
+    eval_s = time.perf_counter() - start
+    metrics.update(snn_metrics(net, res, T, calib_s, eval_s, names))
+    metrics.update(search_metrics(record, T))
+    metrics.update(energy_metrics(cost, net.sites, res, T, keys.TEST))
+    if parts.policy is not None and parts.policy.compare_full:  # the same network, no exits
+        start = time.perf_counter()
+        full = evaluate(net, T)
+        metrics[keys.key(keys.TIME, "evaluation_full_s", T)] = time.perf_counter() - start
+        metrics.update(score_metrics(keys.FULL, full, T, names))
+        metrics.update(energy_metrics(cost, net.sites, full, T, keys.FULL))
+    if parts.compare_baseline:
+        if parts.is_baseline:
+            base_res, base_sites = res, net.sites
+        else:  # IF neuron (same offset), same calibration steps, no compression, all T steps
+            baseline_neuron = IFNeuron(offset=parts.neuron.offset)
+            base_net, _, _ = convert_and_calibrate(
+                parts, model, images, T, baseline_neuron, None, cost
+            )
+            base_res, base_sites = evaluate(base_net, T), base_net.sites
+        metrics.update(baseline_energy_metrics(cost, base_sites, base_res, T))
+        metrics.update(score_metrics(keys.BASELINE, base_res, T, names))
+        metrics.update(saving_metrics(metrics, T))
+    log.info(
+        "T=%d: %s %.2f%% (calibration %.1fs, evaluation %.1fs)",
+        T,
+        names[0],
+        100 * res[f"{names[0]}_t{T}"],
+        calib_s,
+        eval_s,
+    )
+    return metrics, record
+
+
+def run_all_T(
+    parts: SNNParts,
+    model: torch.nn.Module,
+    images: Tensor,
+    timesteps: Sequence[int],
+    evaluate: Evaluate,
+    fit_set: Callable[[int], tuple[Tensor, Tensor]],
+    record: Any,
+) -> None:
+    """:func:`run_T` for every target T on the calibration ``images`` [N, C, H, W]; each T's
+    metrics reach the run record as it finishes (``record.finish_T``: a failure keeps them)
+    and its search record goes to ``adaptive_T{T}.json`` beside it."""
+    cost = CostModel.of(convert(model, parts.neuron, images[:1]).to(images.device), images[:1])
+    for T in timesteps:
+        record.start("snn", T)
+        metrics, search = run_T(parts, model, images, T, evaluate, cost, fit_set)
+        if record.write and search:
+            (record.out_dir / f"adaptive_T{T}.json").write_text(json.dumps(search, indent=1))
+        record.finish_T(T, metrics)
