@@ -1,10 +1,11 @@
-"""Wall time of SNN Calibration's site-by-site bias (and potential) calibration with and
+"""Wall time of SNN Calibration's site-by-site bias, potential and weight calibration with and
 without prefix reuse, measured side by side in one run.
 
 Without reuse, correcting site k re-simulates the network from the image up to site k, so
 the step costs Σ_k depth_k site-evaluations (quadratic in depth). With reuse
 (``rates_in_order``) the graph runs once, node by node, keeping the fx frontier; after site
-k is corrected only site k is run again. Both must give the same biases.
+k is corrected only site k is run again (for weight calibration: site k's region, recomputed
+with its new weights, then site k). Both must give the same biases, potentials and weights.
 
     .venv/bin/python benchmarks/calibration_speed.py --root data/cifar10
     .venv/bin/python benchmarks/calibration_speed.py --camvid data/camvid   # segmentation
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from adacal.calibration import BiasCorrection, PotentialCalibration
+from adacal.calibration import BiasCorrection, PotentialCalibration, WeightCalibration
 from adacal.calibration.data import CalibrationData
 from adacal.calibration.recipe import ThresholdSpec, fit_thresholds
 from adacal.checkpoint import load_state_dict
@@ -57,7 +58,19 @@ def calibrate_once(model, images, T: int, step, reuse: bool, batch: int) -> tupl
     start = time.perf_counter()
     step(reuse_prefix=reuse)(net, data)
     seconds = time.perf_counter() - start
-    return seconds, [torch.cat([s.bias.flatten(), s.v_delta.flatten()]) for s in net.sites]
+    state = [torch.cat([s.bias.flatten(), s.v_delta.flatten()]) for s in net.sites]
+    return seconds, state + [p.detach().flatten() for p in net.parameters()]
+
+
+def weight_step(iterations: int):
+    """The advanced pipeline's weight step with ``iterations`` SGD steps per site."""
+
+    def make(reuse_prefix: bool) -> WeightCalibration:
+        return WeightCalibration(samples=None, iterations=iterations, lr=1e-4,
+                                 reuse_prefix=reuse_prefix)  # fmt: skip
+
+    make.__name__ = f"WeightCalibration ({iterations} it/site)"
+    return make
 
 
 def main() -> None:
@@ -68,6 +81,7 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=100, help="weight step: SGD steps/site")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
@@ -76,7 +90,7 @@ def main() -> None:
     print(f"{name}: {sites} sites, {len(images)} images, T = {args.T}, {args.threads} threads")
     print("| step | reuse on (s) | reuse off (s) | speed-up | max |Δ| |")
     print("|---|---:|---:|---:|---:|")
-    for step in (BiasCorrection, PotentialCalibration):
+    for step in (BiasCorrection, PotentialCalibration, weight_step(args.iterations)):
         fast, a = calibrate_once(model, images, args.T, step, True, args.batch)
         slow, b = calibrate_once(model, images, args.T, step, False, args.batch)
         diff = max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))

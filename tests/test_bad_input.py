@@ -104,6 +104,23 @@ def test_bad_value_exits_with_status_2(repo_root, tiny_overrides, tmp_path):
         ("compression=ssc compression.rho=-1", "compression.rho"),
         ("inference=iat inference.confidence=margin", "inference.confidence"),
         ("inference=iat inference.fit_batches=0", "inference.fit_batches"),
+        # calibration steps: more images than the calibration set, bad weight calibration
+        ("calibration=advanced calibration.steps.1.samples=64", "calibration.steps.1.samples"),
+        ("calibration=advanced calibration.steps.0.samples=0", "calibration.steps.0.samples"),
+        (
+            "calibration=advanced calibration.steps.1.samples=null calibration.steps.0.lr=0",
+            "calibration.steps.<WeightCalibration>.lr",
+        ),
+        (
+            "calibration=advanced calibration.steps.1.samples=null "
+            "calibration.steps.0.iterations=-1",
+            "calibration.steps.<WeightCalibration>.iterations",
+        ),
+        (
+            "calibration=advanced calibration.steps.1.samples=null "
+            "calibration.steps.0.batch_size=0",
+            "calibration.steps.<WeightCalibration>.batch_size",
+        ),
     ],
 )
 def test_invalid_value_names_key(compose_config, tiny_overrides, tmp_path, override, key):

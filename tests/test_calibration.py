@@ -53,12 +53,14 @@ def ann_logits(digits_ann, digits):
 def test_large_T_matches_the_ann(digits_ann, digits, ann_logits):
     assert _accuracy(ann_logits, digits) > 0.9  # measured 0.98 (chance: 0.1)
     net, _ = _converted(digits_ann, digits, 128)
-    snn = _logits(net, digits, 128)
-    # rate coding converges to the ANN: relative output error measured 0.014 at T = 128
-    # (0.008 at T = 256, which takes twice as long and tests nothing more)
-    assert (snn - ann_logits).norm() / ann_logits.norm() < 0.05
-    # measured 0.997 at T = 128 and 256 (one image of 360 changes class)
-    assert (snn.argmax(1) == ann_logits.argmax(1)).float().mean() >= 0.98
+    n = 180  # the first half of the test set: the same check at half the cost
+    snn = anytime_logits(simulate(net, digits["x_test"][:n], 128, chunk=16))[-1]
+    ann = ann_logits[:n]
+    # rate coding converges to the ANN: relative output error measured 0.014 at T = 128 on all
+    # 360 images (0.008 at T = 256, which takes twice as long and tests nothing more)
+    assert (snn - ann).norm() / ann.norm() < 0.05
+    # measured 0.997 at T = 128 and 256 on all 360 (one image changes class)
+    assert (snn.argmax(1) == ann.argmax(1)).float().mean() >= 0.98
 
 
 def test_light_calibration_raises_low_T_accuracy(digits_ann, digits, ann_logits):
@@ -171,12 +173,9 @@ def test_weight_calibration_refuses_bad_settings(field, value):
         WeightCalibration(**{field: value})
 
 
-@pytest.mark.parametrize("step", [BiasCorrection, PotentialCalibration])
-def test_prefix_reuse_gives_the_same_corrections_as_resimulating(step):
-    """Site-by-site calibration run once through the graph (frontier kept, the corrected site
-    re-run) equals re-simulating up to every site, on a residual net with BN and a burst site."""
+def _residual_model() -> torch.nn.Module:
+    """The thin ResNet-20 with seeded random weights and BN statistics that are not identity."""
     from adacal.models import resnet20
-    from adacal.snn.neurons import BurstNeuron
 
     torch.manual_seed(0)
     model = resnet20(10).eval()
@@ -184,6 +183,16 @@ def test_prefix_reuse_gives_the_same_corrections_as_resimulating(step):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_var.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.1, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("step", [BiasCorrection, PotentialCalibration])
+def test_prefix_reuse_gives_the_same_corrections_as_resimulating(step):
+    """Site-by-site calibration run once through the graph (frontier kept, the corrected site
+    re-run) equals re-simulating up to every site, on a residual net with BN and a burst site."""
+    from adacal.snn.neurons import BurstNeuron
+
+    model = _residual_model()
     x = torch.randn(6, 3, 32, 32)
     nets = []
     for reuse in (True, False):
@@ -201,3 +210,51 @@ def test_prefix_reuse_gives_the_same_corrections_as_resimulating(step):
     y_fast = anytime_logits(simulate(fast, x, 5))[-1]
     y_slow = anytime_logits(simulate(slow, x, 5))[-1]
     torch.testing.assert_close(y_fast, y_slow, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("phi", [1, 2])
+def test_weight_calibration_with_prefix_reuse_gives_the_same_weights(phi):
+    """One pass through the graph (each region tuned from the calibrated upstream rates kept
+    on the frontier, then recomputed with its new weights) equals re-simulating from the input
+    for every site, on a residual net with BN, IF (φ = 1) or burst (φ = 2) sites."""
+    from adacal.snn.neurons import BurstNeuron
+
+    model = _residual_model()
+    x = torch.randn(8, 3, 32, 32)
+    neuron = IFNeuron() if phi == 1 else BurstNeuron(phi=phi)
+    nets, reports = [], []
+    for reuse in (True, False):
+        net = convert(model, neuron, x[:1])
+        data = CalibrationData.from_network(net, x, 4, chunk=4, batch_size=4, progress=False)
+        step = WeightCalibration(samples=None, iterations=20, lr=1e-3, batch_size=4, checks=2,
+                                 reuse_prefix=reuse)  # fmt: skip
+        calibrate(net, data, ThresholdSpec(method="max"), [step])
+        nets.append(net)
+        reports.append(step.report)
+    fast, slow = nets
+    moved = 0
+    for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    original = dict(convert(model, neuron, x[:1]).named_parameters())
+    for name, a in fast.named_parameters():
+        moved += int(not torch.equal(a, original[name]))
+    assert moved >= len(fast.sites) // 2  # weights did change: not a trivial equality
+    before, after = reports[0]["loss_before"], reports[0]["loss_after"]
+    torch.testing.assert_close(torch.tensor(before), torch.tensor(reports[1]["loss_before"]),
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+    assert all(a <= b for a, b in zip(after, before, strict=True))  # keep-the-best: never worse
+
+
+def test_weight_calibration_never_raises_a_site_loss_and_reports_both(digits_ann, digits):
+    """On digits at T = 2 and 4 (max thresholds): every site's loss on all samples after weight
+    calibration is at most its loss before (the kept weights are the best checked, the start
+    included), the report has one entry per site, and calibration does lower the loss: at
+    least two sites by 10 % (on digits the middle sites drop by roughly a third)."""
+    for T in (2, 4):
+        weights = WeightCalibration(samples=128, iterations=60, lr=1e-3, checks=3)
+        advanced, _ = _converted(digits_ann, digits, T, steps=[weights, PotentialCalibration()])
+        before, after = weights.report["loss_before"], weights.report["loss_after"]
+        assert len(before) == len(after) == len(advanced.sites)
+        assert all(a <= b for a, b in zip(after, before, strict=True)), (before, after)
+        assert after == weights.losses
+        assert sum(a < 0.9 * b for a, b in zip(after, before, strict=True)) >= 2, (before, after)

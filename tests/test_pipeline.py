@@ -121,3 +121,30 @@ def test_multirun_sweep_writes_one_record_per_job(repo_root, tiny_overrides, tmp
     assert (sweep / "0" / "calibration_indices.json").read_text() == (
         sweep / "1" / "calibration_indices.json"
     ).read_text()
+
+
+def test_advanced_run_records_each_site_loss_before_and_after(
+    trained_run, compose_config, tiny_overrides, tmp_path
+):
+    """calibration=advanced: the weight step's loss per site before and after reaches
+    metrics.json (``snn/weights/site{i}_loss_before_T{T}``) and adaptive_T{T}.json, and
+    after ≤ before at every site (the kept weights are never worse than the start)."""
+    out_a, _ = trained_run
+    overrides = [*tiny_overrides, f"ann.checkpoint={out_a / 'ann.pt'}", "calibration=advanced",
+                 "calibration.steps.0.iterations=30", "calibration.steps.0.lr=1e-3",
+                 "calibration.steps.1.samples=null", "snn.compare_baseline=false"]  # fmt: skip
+    metrics = run(compose_config(overrides, output_dir=tmp_path))
+    T = 2
+    before = {k: v for k, v in metrics.items() if k.endswith(f"_loss_before_T{T}")}
+    assert before and all(k.startswith("snn/weights/site") for k in before)
+    for key, value in before.items():
+        after = metrics[key.replace("_loss_before_", "_loss_after_")]
+        assert after <= value, (key, value, after)
+    saved = json.loads((tmp_path / f"adaptive_T{T}.json").read_text())["weights"]
+    assert [v for v in saved["loss_after"] if v == v] == [
+        metrics[k.replace("_loss_before_", "_loss_after_")] for k in sorted(before, key=_site)
+    ]
+
+
+def _site(key: str) -> int:
+    return int(key.split("/site")[1].split("_")[0])

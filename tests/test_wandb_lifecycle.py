@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cli import TINY_DATA, error_lines, run_cli  # noqa: E402
@@ -98,7 +99,8 @@ def test_run_starts_first_with_the_config_and_ends_failed(tmp_path, capsys, monk
         finish(run, error, exit_code)
 
     def recording_build(node, **kwargs):
-        events.append(("build", str(node.get("_target_"))))
+        target = node.get("_target_") if OmegaConf.is_dict(node) else "list"  # e.g. the steps
+        events.append(("build", str(target)))
         return build(node, **kwargs)
 
     monkeypatch.setattr(wandb_log, "start", recording_start)

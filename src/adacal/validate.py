@@ -109,8 +109,28 @@ def check_values(cfg: DictConfig) -> None:
         for t in anytime:
             if not _is_int(t) or t <= 0:
                 raise ConfigError("snn.anytime", f"steps must be positive integers, got {anytime}")
+    if "snn" in list(cfg.stages):
+        check_step_samples(cfg)
     if not cfg.ann.checkpoint and cfg.ann.train:
         check_training_length(cfg)
+
+
+def check_step_samples(cfg: DictConfig) -> None:
+    """Each calibration step's ``samples`` (null: every calibration image) is an integer in
+    1..``calibration.num_samples``: a step cannot use images the calibration set lacks."""
+    total = int(cfg.calibration.num_samples)
+    for i, step in enumerate(cfg.calibration.get("steps") or []):
+        value = step.get("samples")
+        key = f"calibration.steps.{i}.samples"
+        if value is None:
+            continue
+        integer(key, value, 1)
+        if int(value) > total:
+            raise ConfigError(
+                key,
+                f"{value} is more than the {total} calibration images "
+                f"(calibration.num_samples); pass {key}<={total} or null (all of them)",
+            )
 
 
 def check_training_length(cfg: DictConfig) -> None:

@@ -94,15 +94,25 @@ def calibrate(
         found = search(net, data, refit)
         if found:
             record[getattr(search, "name", "search")] = found
-    for step in steps:
-        step(net, data)
+    _run_steps(net, data, steps, record)
     if compression is not None:
         if before_compression is not None:
             before_compression(net)
         record[getattr(compression, "name", "compression")] = compression(net, data)
-        for step in steps:
-            step(net, data)
+        _run_steps(net, data, steps, record)
     return record
+
+
+def _run_steps(
+    net: SpikingNetwork, data: CalibrationData, steps: Sequence[Step], record: dict[str, Any]
+) -> None:
+    """Run the calibration steps in order; a step's ``report`` (e.g. weight calibration's loss
+    per site before and after) is kept in the record under its ``name`` (the last run's)."""
+    for step in steps:
+        step(net, data)
+        report = getattr(step, "report", None)
+        if report:
+            record[getattr(step, "name", type(step).__name__)] = dict(report)
 
 
 @torch.no_grad()

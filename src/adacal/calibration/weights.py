@@ -12,6 +12,7 @@ rates*, matches the ANN activation (straight-through floor):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -21,15 +22,15 @@ from torch import Tensor, fx, nn
 from adacal.calibration.data import CalibrationData
 from adacal.errors import ConfigError
 from adacal.snn.convert import SpikingNetwork
+from adacal.snn.graph import Region, regions_in_order
 from adacal.snn.simulate import site_rates
 
+log = logging.getLogger("adacal")
 
-def site_region(net: SpikingNetwork, index: int) -> tuple[fx.GraphModule, list[fx.Node]]:
-    """The subgraph computing site ``index``'s input from its boundary (upstream sites, inputs).
 
-    Returns:
-        (region module taking the boundary values in order, boundary nodes of the full graph).
-    """
+def region_nodes(net: SpikingNetwork, index: int) -> Region:
+    """The nodes of the full graph that compute site ``index``'s input from its boundary (the
+    nearest upstream sites and the graph's input), both in graph order."""
     site_node = net.site_graph_nodes()[index]
     site_nodes = set(net.site_graph_nodes())
     region: set[fx.Node] = set()
@@ -45,10 +46,20 @@ def site_region(net: SpikingNetwork, index: int) -> tuple[fx.GraphModule, list[f
         region.add(node)
         stack.extend(node.all_input_nodes)
     order = {n: i for i, n in enumerate(net.net.graph.nodes)}
-    bounds = sorted(boundary, key=order.__getitem__)
+    return sorted(region, key=order.__getitem__), sorted(boundary, key=order.__getitem__)
+
+
+def site_region(net: SpikingNetwork, index: int) -> tuple[fx.GraphModule, list[fx.Node]]:
+    """The subgraph computing site ``index``'s input from its boundary (upstream sites, inputs).
+
+    Returns:
+        (region module taking the boundary values in order, boundary nodes of the full graph).
+    """
+    site_node = net.site_graph_nodes()[index]
+    nodes, bounds = region_nodes(net, index)
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {b: graph.placeholder(f"in_{i}") for i, b in enumerate(bounds)}
-    for node in sorted(region, key=order.__getitem__):
+    for node in nodes:
         env[node] = graph.node_copy(node, lambda n: env[n])
     graph.output(env[site_node.args[0]])
     return fx.GraphModule(net.net, graph), bounds
@@ -71,7 +82,19 @@ def region_weights(region: fx.GraphModule) -> list[nn.Parameter]:
 @dataclass
 class WeightCalibration:
     """Layer-wise weight calibration; the SNN Calibration paper uses lr 4e-5, 5000 iterations,
-    batch 32 and 1024 samples with SGD (momentum 0.9) and a cosine schedule."""
+    batch 32 and 1024 samples with SGD (momentum 0.9) and a cosine schedule.
+
+    With ``reuse_prefix`` (default) the network is simulated once, site after site
+    (:func:`adacal.snn.graph.regions_in_order`): each region is tuned from the SNN rates of its
+    already-calibrated upstream sites, kept on the fx frontier, and recomputed with its new
+    weights before the next site runs; the cost is linear in depth. Without, the rates of each
+    region's boundary are simulated again from the input (:func:`site_rates`; quadratic in
+    depth; the reference, same weights up to float summation order).
+
+    After a call, ``report`` holds each site's loss on all samples before and after (the
+    weights with the lowest loss are kept, so after ≤ before): ``{"loss_before": [...],
+    "loss_after": [...]}`` in site order (NaN for a site without weights in its region).
+    """
 
     samples: int | None = 1024
     iterations: int = 5000
@@ -79,32 +102,47 @@ class WeightCalibration:
     batch_size: int = 32
     momentum: float = 0.9
     checks: int = 10
+    reuse_prefix: bool = True
+    name: str = "weights"
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "checks"):
-            if getattr(self, name) <= 0:
+        key = "calibration.steps.<WeightCalibration>"
+        for field_name in ("lr", "batch_size", "checks"):
+            if not getattr(self, field_name) > 0:
                 raise ConfigError(
-                    f"calibration.steps.<WeightCalibration>.{name}",
-                    f"must be positive, got {getattr(self, name)}",
+                    f"{key}.{field_name}", f"must be positive, got {getattr(self, field_name)}"
                 )
         if self.iterations < 0:
-            raise ConfigError(
-                "calibration.steps.<WeightCalibration>.iterations",
-                f"must be >= 0, got {self.iterations}",
-            )
+            raise ConfigError(f"{key}.iterations", f"must be >= 0, got {self.iterations}")
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"{key}.samples", f"must be >= 1 (or null: all), got {self.samples}")
         self.losses: list[float] = []  # the kept loss of each calibrated site
+        self.report: dict[str, list[float]] = {}
 
     def __call__(self, net: SpikingNetwork, data: CalibrationData) -> None:
         images, ann = data.subset(self.samples)
-        net.set_steps(1)
+        self.losses = []
+        self.report = {"loss_before": [], "loss_after": []}
         gen = torch.Generator().manual_seed(0)
-        for k in data.track(range(len(net.sites)), "weight calibration"):
+        if self.reuse_prefix:
+            regions = [region_nodes(net, k) for k in range(len(net.sites))]
+            flow = regions_in_order(net, images, data.T, regions, data.batch_size)
+        else:
+            flow = ((k, None) for k in range(len(net.sites)))
+        for k, inputs in data.track(flow, "weight calibration", total=len(net.sites)):
             region, bounds = site_region(net, k)
             params = region_weights(region)
             if not params:
+                self.report["loss_before"].append(math.nan)
+                self.report["loss_after"].append(math.nan)
                 continue
-            inputs = self._boundary_values(net, bounds, images, data)
-            self._fit(net.sites[k], region, params, inputs, ann[k], gen)
+            if inputs is None:
+                inputs = self._boundary_values(net, bounds, images, data)
+            before, after = self._fit(net.sites[k], region, params, inputs, ann[k], gen)
+            self.report["loss_before"].append(before)
+            self.report["loss_after"].append(after)
+            log.info("weight calibration: site %d of %d, loss %.4g -> %.4g",
+                     k + 1, len(net.sites), before, after)  # fmt: skip
 
     def _boundary_values(
         self, net: SpikingNetwork, bounds: list[fx.Node], images: Tensor, data: CalibrationData
@@ -126,16 +164,18 @@ class WeightCalibration:
         inputs: list[Tensor],
         target: Tensor,
         gen: torch.Generator,
-    ) -> None:
+    ) -> tuple[float, float]:
         """SGD on the straight-through surrogate loss; keeps the weights with the lowest loss
         on all samples, checked ``checks`` times (the STE gradient of a floor can raise the
-        true loss, so calibration never leaves a layer worse than it found it)."""
+        true loss, so calibration never leaves a layer worse than it found it). Returns the
+        loss on all samples before and after."""
         opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.iterations))
         mode, site.mode = site.mode, "surrogate"
         n = target.shape[0]
         every = max(1, self.iterations // max(1, self.checks))
         best_loss, best = self._full_loss(site, region, inputs, target), _copy(params)
+        start_loss = best_loss
         try:
             for it in range(1, self.iterations + 1):
                 idx = torch.randperm(n, generator=gen)[: self.batch_size]
@@ -160,6 +200,7 @@ class WeightCalibration:
                     p.copy_(b)
                     p.grad = None
         self.losses.append(best_loss)
+        return start_loss, best_loss
 
     @torch.no_grad()
     def _full_loss(

@@ -66,13 +66,18 @@ def saving_metrics(metrics: Mapping[str, Any], T: int) -> dict[str, float]:
 
 
 def search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:
-    """Chosen φ and SSC ratio per site, and the search times."""
+    """Chosen φ and SSC ratio per site, the search times, and a calibration step's loss per
+    site before and after (``snn/weights/site{i}_loss_before_T{T}``, ``..._loss_after_T{T}``)."""
     out: dict[str, float] = {}
     if "adafire" in record:
         for i, phi in enumerate(record["adafire"]["phi"]):
             out[keys.site_key(keys.ADAFIRE, keys.PHI, i, T)] = float(phi)
         out[keys.key(keys.TIME, "adafire_search_s", T)] = record["adafire"]["seconds"]
     for name, rec in record.items():
+        for field in ("loss_before", "loss_after"):  # weight calibration, per site
+            for i, loss in enumerate(rec.get(field, []) if isinstance(rec, dict) else []):
+                if loss == loss:  # NaN: the site's region has no weights
+                    out[keys.site_key(keys.snn(name), field, i, T)] = float(loss)
         if "ratio" in rec:
             for i, r in enumerate(rec["ratio"]):
                 out[keys.site_key(keys.snn(name), keys.RATIO, i, T)] = float(r)

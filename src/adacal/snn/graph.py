@@ -14,7 +14,7 @@ site's whole input history and no neuron state has to be copied between variants
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -53,6 +53,7 @@ class GraphRunner:
         self.modules = dict(self.gm.named_modules())
         self.site_steps = 0
         self.steps = steps
+        self.protected: set[fx.Node] = set()  # values run() keeps past their last use
 
     def run(self, env: dict[fx.Node, Any], start: int, stop: int, x: Tensor) -> Any:
         """Execute nodes[start:stop] on ``env`` (modified in place; dead values dropped).
@@ -63,9 +64,9 @@ class GraphRunner:
             node = self.nodes[i]
             if node.op == "output":
                 return fx.node.map_arg(node.args[0], lambda n: env[n])
-            env[node] = self._execute(node, env, x)
+            env[node] = self.execute(node, env, x)
             for arg in node.all_input_nodes:
-                if self.last_use[arg] <= i:
+                if self.last_use[arg] <= i and arg not in self.protected:
                     env.pop(arg, None)
         return None
 
@@ -74,7 +75,8 @@ class GraphRunner:
         (z,) = fx.node.map_arg(self.site_nodes[k].args, lambda n: env[n])
         return z
 
-    def _execute(self, node: fx.Node, env: dict[fx.Node, Any], x: Tensor) -> Any:
+    def execute(self, node: fx.Node, env: dict[fx.Node, Any], x: Tensor) -> Any:
+        """The value of one node from its inputs in ``env`` (``x``: the graph's input)."""
         args = fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.op == "placeholder":
@@ -135,4 +137,65 @@ def rates_in_order(
         net.reset(1)
 
 
-__all__ = ["GraphRunner", "rates_in_order"]
+Region = tuple[list[fx.Node], list[fx.Node]]  # (region nodes in graph order, boundary nodes)
+
+
+def _rate(value: Tensor, T: int) -> Tensor:
+    """Σ_t s_t / T of a [T·B, ...] value: [B, ...]."""
+    return value.reshape(T, value.shape[0] // T, *value.shape[1:]).sum(0) / T
+
+
+@torch.no_grad()
+def regions_in_order(
+    net: SpikingNetwork, images: Tensor, T: int, regions: Sequence[Region], batch_size: int = 128
+) -> Iterator[tuple[int, list[Tensor]]]:
+    """Yield ``(k, inputs_k)`` for k = 0 .. L−1: the boundary values of site k's region, each
+    [N, ...]: the rate Σ_t s_t / T of a boundary site, or the images for the graph's input.
+
+    ``regions[k]`` = (the nodes that compute site k's input from its boundary, in graph order;
+    the boundary nodes), e.g. from :func:`adacal.calibration.weights.region_nodes`. Between
+    yields the caller may change the weights of region k (weight calibration); the region is
+    then recomputed from its kept boundary values and site k runs, so every later site sees
+    every earlier region as it is after its change. One pass over the graph (linear in depth)
+    instead of a simulation up to every site; memory ∝ N·T·(frontier + kept boundaries).
+    Each region's nodes must feed only its own site (true of every region a site's input is
+    cut from in a feed-forward or residual network).
+    """
+    runner = GraphRunner(net, steps=T)
+    last_region: dict[fx.Node, int] = {}
+    for k, (_, bounds) in enumerate(regions):
+        for b in bounds:
+            last_region[b] = k
+    runner.protected = set(last_region)
+    batches = list(images.split(batch_size))
+    envs: list[dict] = [{} for _ in batches]
+    pos = 0
+    try:
+        for k in range(len(net.sites)):
+            here = runner.site_position[k]
+            nodes, bounds = regions[k]
+            columns: list[list[Tensor]] = [[] for _ in bounds]
+            with net.running("spike", steps=T):
+                for env, x in zip(envs, batches, strict=True):
+                    net.reset(x.shape[0])
+                    runner.run(env, pos, here, x)
+                    for column, b in zip(columns, bounds, strict=True):
+                        column.append(x if b.op == "placeholder" else _rate(env[b], T))
+            yield k, [torch.cat(column) for column in columns]  # the caller changes region k
+            done = {b for b in bounds if last_region[b] == k}
+            runner.protected -= done
+            with net.running("spike", steps=T):
+                for env, x in zip(envs, batches, strict=True):
+                    net.reset(x.shape[0])
+                    for node in nodes:  # its weights may have changed
+                        env[node] = runner.execute(node, env, x)
+                    runner.run(env, here, here + 1, x)
+                    for node in (*nodes, *done):
+                        if runner.last_use[node] <= here:
+                            env.pop(node, None)
+            pos = here + 1
+    finally:
+        net.reset(1)
+
+
+__all__ = ["GraphRunner", "Region", "rates_in_order", "regions_in_order"]
