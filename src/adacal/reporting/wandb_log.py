@@ -247,6 +247,10 @@ def start(logger: Any, config: Mapping[str, Any], mode: str | None = None) -> No
 
     A run that cannot start online becomes a :class:`ConfigError` naming ``logger.mode``.
     """
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        # Lightning always passes anonymous=None; W&B warns that the setting has no effect
+        init.pop("anonymous", None)
     try:
         logger.experiment  # noqa: B018 - wandb.init happens on first access
     except Exception as err:
