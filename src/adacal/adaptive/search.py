@@ -13,7 +13,6 @@ follows in the recipe.)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -44,30 +43,21 @@ class Search(Protocol):
 
 @dataclass(frozen=True)
 class FiringPatternSearch:
-    """AdaFire's search, configured by the fields of
-    :class:`~adacal.snn.neurons.AdaFireNeuron` (``conf/neuron/adafire.yaml``)."""
+    """AdaFire's search. Its settings (φ range, target, ρ, images, cost) are the validated
+    fields of :class:`~adacal.snn.neurons.AdaFireNeuron` (``conf/neuron/adafire.yaml``), held
+    as they are rather than copied: the neuron spec configures, this class searches."""
 
-    phi_init: int = 8
-    phi_target: int = 4
-    phi_min: int = 1
-    rho: float = 1.0
-    batch_size: int = 128
-    sub_batch: int = 32
-    reuse_prefix: bool = True
-    cost: str = "spikes"
+    settings: AdaFireNeuron
     name: str = "adafire"
 
     def __call__(self, net: SpikingNetwork, data: CalibrationData, refit: Refit) -> dict:
-        return firing_pattern_search(net, data, self, refit)
+        return firing_pattern_search(net, data, self.settings, refit)
 
 
 def search_for(neuron: IFNeuron) -> Search | None:
     """The search a neuron spec asks for: :class:`FiringPatternSearch` for AdaFire, None for a
     neuron with a fixed φ (IF, burst)."""
-    if not isinstance(neuron, AdaFireNeuron):
-        return None
-    fields = {f.name for f in dataclasses.fields(FiringPatternSearch)} - {"name"}
-    return FiringPatternSearch(**{name: getattr(neuron, name) for name in fields})
+    return FiringPatternSearch(neuron) if isinstance(neuron, AdaFireNeuron) else None
 
 
 def firing_pattern_search(
