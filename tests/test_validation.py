@@ -57,6 +57,7 @@ def assert_refused(result, run_dir: Path, key: str) -> str:
         (["trainer.max_epochs=-1"], "trainer.max_epochs", "forever"),
         (["trainer.max_epochs=1.5"], "trainer.max_epochs", ">= 1"),
         (["trainer.max_steps=0"], "trainer.max_steps", "-1"),
+        (["energy.burst=bits"], "energy.burst", "energy.burst=messages"),
     ],
 )
 def test_bad_value_refused_before_any_work(tmp_path, capsys, overrides, key, hint):

@@ -495,8 +495,9 @@ def test_pipeline_logs_curves_and_checkpoint_offline(
     assert per_t["data"][0][0] == 2
     (sites_file,) = (run_dir / "files" / "media" / "table").glob("site_rates_*.table.json")
     sites = json.loads(sites_file.read_text())
-    assert sites["columns"] == ["site", "rate", "acs"]
+    assert sites["columns"] == ["site", "rate", "acs", "acs_messages"]
     assert [s[0] for s in sites["data"]] == list(range(len(sites["data"]))) != []
+    assert all(s[2] == s[3] for s in sites["data"])  # IF: a message is a spike
 
     records = _records(run_dir)
     history = [
@@ -508,6 +509,10 @@ def test_pipeline_logs_curves_and_checkpoint_offline(
     assert [(h["T"], h["curve/acc"]) for h in curve] == [(2, metrics["snn/test/acc_T2"])]
     assert curve[0]["curve/sops"] == pytest.approx(metrics["snn/test/sops_T2"])
     assert any(h.get("snn/test/acc_T2") == metrics["snn/test/acc_T2"] for h in history)
+    # both energy conventions reach W&B: the flat keys and the curves
+    messages = metrics["snn/test/energy_messages_uj_T2"]
+    assert curve[0]["curve/energy_messages_uj"] == pytest.approx(messages)
+    assert any(h.get("snn/test/energy_messages_uj_T2") == messages for h in history)
     defined = {
         r.metric.glob_name or r.metric.name: r.metric for r in records if r.HasField("metric")
     }

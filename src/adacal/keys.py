@@ -11,6 +11,13 @@ empty prefix leaves out ``{p}/``)::
     {p}/{name}_t{t}_T{T}           per step t: snn/test/exit_t1_T4 (the share exiting at step t)
     {p}/anytime_T{T}/{name}_t{t}   the score after t steps of a T-step run
 
+Energy conventions (:data:`BURSTS`, :mod:`adacal.metrics.energy`): the names ``acs``, ``sops``,
+``energy_uj``, ``saving_vs_ann`` and ``saving_vs_baseline`` (and per site ``acs``) are the
+``spikes`` convention (a burst of k spikes is k events per synapse); the same quantities in the
+``messages`` convention (a non-zero burst is one event) are named by :func:`burst_name`:
+``acs_messages``, ``sops_messages``, ``energy_messages_uj``, ``saving_vs_ann_messages``,
+``saving_vs_baseline_messages`` (``snn/test/energy_messages_uj_T4``).
+
 Prefixes: :data:`TEST` (the method), :data:`BASELINE` (the SNN Calibration baseline at the
 same T), :data:`FULL` (an IAT network with every sample running T steps),
 :data:`UNCOMPRESSED` (the network before SSC), :data:`TIME` (seconds), and per search
@@ -36,6 +43,11 @@ ANN_MACS = "ann/macs"
 ANN_ENERGY_UJ = "ann/energy_uj"
 PHI = "phi"  # AdaFire's φ per site: site_key(ADAFIRE, PHI, i, T), the one field φ is read from
 RATIO = "ratio"  # a compression's ratio per site: site_key(snn(name), RATIO, i, T)
+
+SPIKES = "spikes"  # energy convention: a burst of k spikes is k events per synapse (the default)
+MESSAGES = "messages"  # a non-zero burst is one event per synapse (the paper authors' helper)
+BURSTS = (SPIKES, MESSAGES)
+_UNITS = ("_uj",)  # a unit suffix stays last: energy_uj -> energy_messages_uj
 
 _INT = r"(0|[1-9]\d*)"  # a number as key() writes it (no sign, no leading zero)
 _ANYTIME = re.compile(
@@ -111,6 +123,20 @@ def anytime_key(prefix: str, name: str, step: int, T: int) -> str:
     """``{prefix}/anytime_T{T}/{name}_t{step}``: ``anytime_key(TEST, "acc", 2, 4)`` →
     ``snn/test/anytime_T4/acc_t2``."""
     return _join(prefix, f"anytime_T{T}/{name}_t{step}")
+
+
+def burst_name(name: str, burst: str = SPIKES) -> str:
+    """The name of an energy quantity in the convention ``burst`` (:data:`BURSTS`): ``name``
+    itself for ``spikes``; for ``messages`` ``_messages`` inserted before a unit suffix, else
+    appended (``energy_uj`` → ``energy_messages_uj``, ``sops`` → ``sops_messages``,
+    ``saving_vs_baseline`` → ``saving_vs_baseline_messages``). ValueError for another
+    convention."""
+    if burst == SPIKES:
+        return name
+    if burst != MESSAGES:
+        raise ValueError(f"unknown energy convention {burst!r}; one of {', '.join(BURSTS)}")
+    unit = next((u for u in _UNITS if name.endswith(u)), "")
+    return f"{name.removesuffix(unit)}_{MESSAGES}{unit}" if unit else f"{name}_{MESSAGES}"
 
 
 def ann_key(name: str) -> str:

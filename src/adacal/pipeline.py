@@ -115,7 +115,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 neuron, calibration = cfg.neuron.get("name", "if"), cfg.calibration.name
                 title = run_title(cfg.experiment_name, cfg.architecture.name, cfg.dataset.name,
                                   neuron, calibration)  # fmt: skip
-                write_results(metrics, title, out_dir)
+                burst = OmegaConf.select(cfg, "energy.burst", default=keys.SPIKES)
+                write_results(metrics, title, out_dir, burst)
             return metrics
         except BaseException as err:
             if isinstance(err, Interrupted):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from adacal import keys
 from adacal.errors import ConfigError
 
 _ABSENT = object()
@@ -94,13 +95,28 @@ def integer_list(key: str, value: Any, example: str) -> list[int]:
     return [int(v) for v in values]
 
 
+def burst(value: Any, key: str = "energy.burst") -> str:
+    """``value`` when it is an energy convention (:data:`adacal.keys.BURSTS`: ``spikes``, a
+    burst of k spikes costs k ACs per synapse; ``messages``, a non-zero burst costs one), else
+    :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, str) or value not in keys.BURSTS:
+        raise ConfigError(
+            key,
+            f"{value!r} is not an energy convention; pass {key}=spikes (a burst of k spikes "
+            f"costs k ACs per synapse, the default) or {key}=messages (a non-zero burst costs one)",
+        )
+    return value
+
+
 def check_values(cfg: DictConfig) -> None:
     """Types and ranges of the numeric keys (:data:`INTEGER_KEYS`, ``snn.T``, ``snn.anytime``,
-    ``trainer.max_epochs`` / ``max_steps`` when the ANN is trained)."""
+    ``trainer.max_epochs`` / ``max_steps`` when the ANN is trained) and ``energy.burst``."""
     for key, minimum, nullable in INTEGER_KEYS:
         value = _select(cfg, key)
         if value is not _ABSENT:
             integer(key, value, minimum, nullable)
+    if (value := _select(cfg, "energy.burst")) is not _ABSENT:
+        burst(value)
     if int(cfg.seed) > SEED_MAX:
         raise ConfigError("seed", f"must be at most {SEED_MAX}, got {cfg.seed}")
     if "snn" in list(cfg.stages):

@@ -8,7 +8,7 @@ so 1 and N processes give the same numbers.
 
 With ``exit_thresholds`` (IAT, :mod:`adacal.adaptive.iat`) each sample instead stops
 at its own exit step; the accuracy at exit, the exit histogram and the mean number of
-timesteps are reported, and spikes/SOPs count only the steps actually simulated.
+timesteps are reported, and spikes/SOPs/messages count only the steps actually simulated.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ from torchmetrics import Metric
 from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.early_exit import check_metric, simulate_early_exit
-from adacal.snn.simulate import anytime_logits, simulate, sop_totals, spike_totals
+from adacal.snn.simulate import (
+    anytime_logits,
+    message_totals,
+    simulate,
+    sop_totals,
+    spike_totals,
+)
 
 
 class ShardSampler(Sampler[int]):
@@ -74,13 +80,14 @@ class SNNEvaluator(L.LightningModule):
     ``spikes`` (per image, all sites, T steps),
     ``site_spikes`` [L] per image, ``samples``; when the sites carry fan-out maps
     (:func:`adacal.metrics.energy.attach_fanout`) also ``sops`` (synaptic events per
-    image, a burst of k spikes being k events) and ``site_sops`` [L].
+    image, a burst of k spikes being k events) and ``site_sops`` [L], and ``messages``
+    (a non-zero burst being one event per synapse; ``sops`` for IF) and ``site_messages`` [L].
 
     With ``exit_thresholds`` η [T] (and T > 0) every sample exits after the first step t
     whose ``confidence`` exceeds η_t (:func:`adacal.snn.early_exit.simulate_early_exit`);
     ``anytime`` is then ignored and the results are ``acc_t{T}`` = ``acc_exit`` (accuracy
     at exit), ``mean_timesteps``, ``exit_hist`` (fraction exiting at t = 1..T) and the
-    spikes/SOPs of the simulated steps only.
+    spikes/SOPs/messages of the simulated steps only.
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class SNNEvaluator(L.LightningModule):
         self.num_workers = num_workers
         L_ = max(1, len(net.sites))
         sizes = {**self.scorer.sizes(len(steps)), "site_spikes": L_, "site_sops": L_}
+        sizes["site_messages"] = L_
         if self.exit_thresholds is not None:
             sizes.update(exit_hist=self.T, timesteps=1)
         self.counts = Counts(sizes)
@@ -139,24 +147,30 @@ class SNNEvaluator(L.LightningModule):
             self.net.set_mode("relu")
             logits = self.net(x).unsqueeze(0)
             spikes = torch.zeros(max(1, len(self.net.sites)), device=x.device)
-            sops = spikes
+            sops = messages = spikes
         else:
             logits = anytime_logits(simulate(self.net, x, self.T, self.chunk))
             spikes = spike_totals(self.net).sum((1, 2))
-            sops = sop_totals(self.net).sum((1, 2)) if self._has_fanout() else 0 * spikes
+            sops = messages = 0 * spikes
+            if self._has_fanout():
+                sops = sop_totals(self.net).sum((1, 2))
+                messages = message_totals(self.net).sum((1, 2))
         index = torch.tensor([t - 1 for t in self.steps], device=x.device)
         scored = self.scorer.counts(logits[index], y)
-        self.counts.update(**scored, site_spikes=spikes, site_sops=sops)
+        self.counts.update(**scored, site_spikes=spikes, site_sops=sops, site_messages=messages)
 
     def _exit_step(self, x: Tensor, y: Tensor) -> None:
-        """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs."""
+        """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs and
+        messages."""
         res = simulate_early_exit(self.net, x, self.T, self.exit_thresholds, self.confidence)
         spikes = res.site_spikes
         sops = res.site_sops if res.site_sops is not None else 0 * spikes
+        messages = res.site_messages if res.site_messages is not None else 0 * spikes
         self.counts.update(
             **self.scorer.counts(res.logits.unsqueeze(0), y),
             site_spikes=spikes,
             site_sops=sops,
+            site_messages=messages,
             exit_hist=torch.bincount(res.exit_step - 1, minlength=self.T),
             timesteps=res.exit_step.sum().reshape(1),
         )
@@ -180,6 +194,8 @@ class SNNEvaluator(L.LightningModule):
         if self.T and self._has_fanout():
             site_sops = (c["site_sops"] / n).tolist()
             self.results.update(sops=float(sum(site_sops)), site_sops=site_sops)
+            site_messages = (c["site_messages"] / n).tolist()
+            self.results.update(messages=float(sum(site_messages)), site_messages=site_messages)
         self.counts.reset()
         scalars = {k: v for k, v in self.results.items() if isinstance(v, float)}
         scalars.update({f"site{i}_spikes": v for i, v in enumerate(per_site)})

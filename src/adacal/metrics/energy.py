@@ -1,4 +1,4 @@
-"""Synaptic operations, MACs and energy of a converted network (the paper's convention).
+"""Synaptic operations, MACs and energy of a converted network, in two burst conventions.
 
 *Synaptic layers* are ``nn.Conv1d/2d/3d`` and ``nn.Linear`` modules and ``F.conv1d/2d/3d`` /
 ``F.linear`` calls. A synaptic layer is **event-driven** if its input is produced from site
@@ -29,6 +29,15 @@ Per image, with ACs = Σ_{l,t,i} n_l[t, i]·f_l[i] (``sop_totals`` summed), T th
     SOPs       = ACs + dense_MACs·T
     E_SNN      = E_MAC·dense_MACs·T + E_AC·ACs,     E_ANN = E_MAC·ANN_MACs
     saving     = 1 − E_SNN / E_ANN                  (E_MAC = 4.6 pJ, E_AC = 0.9 pJ, 45 nm)
+
+Burst conventions (``adacal.keys.BURSTS``; every run reports both from the same simulation):
+
+- ``spikes`` (above, the default and the stricter): a burst of k spikes costs k ACs per synapse,
+  ACs = Σ n·f (``Site.sop_counts``, ``sop_totals``);
+- ``messages``: a non-zero burst reaches the next layer as one multi-bit message k·θ and costs
+  one AC per synapse, ACs = Σ_{l,t,i} 1[n_l[t, i] > 0]·f_l[i] (``Site.message_counts``,
+  ``message_totals``), as the paper authors' released energy helper counts. For IF sites
+  (φ = 1) both are the same number. The same formulas then give SOPs, E_SNN and the savings.
 """
 
 from __future__ import annotations

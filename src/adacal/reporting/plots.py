@@ -4,7 +4,10 @@ rate per layer. Matplotlib with the Agg backend (no display needed).
 - ``<name>_score_vs_T.png``: each SNN row's mean score (± std over seeds) against T on a
   log2 axis; ANN rows as dashed horizontal lines; published references as open markers.
 - ``<name>_pareto.png``: every (row, T) as a point (energy per image, score); the Pareto
-  front (no other point has lower energy and a higher score) is drawn as a step line.
+  front (no other point has lower energy and a higher score) is drawn as a step line, and
+  the points chosen by the savings at equal accuracy (``spikes`` convention,
+  :mod:`adacal.reporting.equal_accuracy`) are ringed: a circle for the baseline's accuracy
+  at its largest T, a square for ANN − 1 pt.
 - ``<name>_layers.png``: at the largest T with per-site data, the firing pattern φ_l of
   each site (AdaFire's searched φ, ``snn/adafire/site{l}_phi_T{T}``; the fixed φ of burst;
   1 for IF) and the firing rate r_l (spikes per neuron per step) per site.
@@ -23,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from adacal import keys  # noqa: E402
+from adacal.reporting.equal_accuracy import Comparison  # noqa: E402
 from adacal.reporting.records import Entry, matches  # noqa: E402
 from adacal.reporting.rendered import Line, Rendered  # noqa: E402
 
@@ -120,11 +124,53 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
                 color="k",
                 label=line.row.label,
             )
+    mark_equal_accuracy(ax, rendered.comparisons)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     return _finish(fig, ax, spec, "energy per image (µJ, log)", path)
+
+
+EQUAL_ACCURACY_MARKERS = {  # target kind: (marker, legend label)
+    "baseline": ("o", "cheapest ≥ baseline at its largest T"),
+    "ann": ("s", "cheapest ≥ ANN − 1 pt"),
+}
+
+
+def equal_accuracy_marks(
+    comparisons: list[Comparison], burst: str = keys.SPIKES
+) -> dict[str, list[tuple[float, float]]]:
+    """The chosen points (energy, score) of the ``burst`` comparisons per target kind, each
+    point once: what :func:`plot_pareto` rings."""
+    marks: dict[str, list[tuple[float, float]]] = {}
+    for comparison in comparisons:
+        if comparison.burst != burst:
+            continue
+        for s in comparison.selections:
+            if s.point is not None:
+                found = marks.setdefault(comparison.target.kind, [])
+                xy = (s.point.energy, s.point.score)
+                if xy not in found:
+                    found.append(xy)
+    return marks
+
+
+def mark_equal_accuracy(ax: Any, comparisons: list[Comparison]) -> None:
+    """Ring the points chosen at equal accuracy (:func:`equal_accuracy_marks`) on ``ax``."""
+    for kind, points in equal_accuracy_marks(comparisons).items():
+        marker, label = EQUAL_ACCURACY_MARKERS.get(kind, ("D", kind))
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            ls="none",
+            marker=marker,
+            ms=11 if marker == "o" else 14,
+            mfc="none",
+            mec="k",
+            mew=1.0,
+            label=label,
+        )
 
 
 def site_profile(entry: Entry, T: int) -> tuple[list[float], list[float]] | None:

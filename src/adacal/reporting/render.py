@@ -9,8 +9,13 @@ sample standard deviation (n − 1) when more than one seed ran::
 
 The ``saving`` column is 1 − E/E_b per seed, E_b the energy of the spec's ``baseline`` row
 at the same T (the same seed when it ran, else the baseline's mean), or, without a baseline
-row, the run's own ``snn/baseline/energy_uj_T{T}``. Δ = ours − reference, in the column's
+row, the run's own ``snn/baseline/energy_uj_T{T}``; ``saving_messages`` is the same with the
+``messages`` energies (``energy_messages_uj``). Δ = ours − reference, in the column's
 display unit (percentage points for scores and savings).
+
+With a baseline row (the spec's ``baseline`` or a row's), the Markdown ends with the section
+"Savings at equal accuracy" (:mod:`adacal.reporting.equal_accuracy`): per reference accuracy
+and energy convention of the spec's ``burst``, each row's cheapest measured point reaching it.
 
 Runs that did not finish (status ``failed``, ``running``, or a job the launcher recorded as
 killed) still give the T they measured before they stopped, but a finished run of the same
@@ -21,9 +26,10 @@ seed wins, and every Markdown cell that uses such a value is marked with :data:`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +37,18 @@ import yaml
 
 from adacal import keys
 from adacal.metrics.energy import saving
+from adacal.reporting import equal_accuracy as eq
 from adacal.reporting.records import Entry, RunRecord, find_runs, matches, split_record
 from adacal.reporting.rendered import Cell, Line, Problems, Rendered
-from adacal.reporting.spec import COLUMNS, Reference, Row, SpecError, TableSpec
+from adacal.reporting.spec import (
+    COLUMNS,
+    ENERGY_COLUMNS,
+    SAVINGS,
+    Reference,
+    Row,
+    SpecError,
+    TableSpec,
+)
 from adacal.reporting.table import _finite
 
 NOT_PUBLISHED = "not published"
@@ -81,6 +96,7 @@ def _key(spec: TableSpec, row: Row, column: str, T: int | None) -> str | None:
             "score": keys.ann_key(name),
             "pixel_acc": keys.ann_key("pixel_acc"),
             "energy_uj": keys.ANN_ENERGY_UJ,
+            "energy_messages_uj": keys.ANN_ENERGY_UJ,  # MACs only: the same in both conventions
         }.get(column)
     return None if T is None else keys.key(keys.TEST, name, T)
 
@@ -96,16 +112,15 @@ def _own(m: dict[str, Any], key: str | None) -> float | None:
     return None if key is None else _finite(m.get(key))
 
 
+Bases = Mapping[str, tuple[dict[Any, float] | None, bool]]
+
+
 def _line(
-    spec: TableSpec,
-    row: Row,
-    T: int | None,
-    entries: list[Entry],
-    base: dict[Any, float] | None,
-    base_unfinished: bool = False,
+    spec: TableSpec, row: Row, T: int | None, entries: list[Entry], bases: Bases | None = None
 ) -> Line:
-    """One (row, T); ``base``: the baseline row's energy per seed (None: each run's own);
-    ``base_unfinished``: some of that energy comes from a run that did not finish."""
+    """One (row, T); ``bases``: per saving column (:data:`SAVINGS`) the baseline row's energy
+    per seed (None: each run's own) and whether some of it comes from a run that did not
+    finish."""
     chosen = [e for e in entries if matches(e, row.select, row.exclude)]
     seeds = _by_seed(chosen)
     unfinished = _unfinished_keys(chosen)
@@ -114,12 +129,15 @@ def _line(
         values = []
         marked = False
         for seed, m in seeds.items():
-            if column == "saving":
-                energy = _raw(spec, row, "energy_uj", T, m)
-                own = None if T is None else keys.key(keys.BASELINE, "energy_uj", T)
+            if column in SAVINGS:
+                base, base_unfinished = (bases or {}).get(column, (None, False))
+                energy_column = SAVINGS[column]
+                energy = _raw(spec, row, energy_column, T, m)
+                own_key = COLUMNS[energy_column].key
+                own = None if T is None else keys.key(keys.BASELINE, own_key, T)
                 ref = base.get(seed, base.get("mean")) if base is not None else _own(m, own)
                 raw = None if row.ann or energy is None or not ref else _finite(saving(energy, ref))
-                used = {_key(spec, row, "energy_uj", T), own if base is None else None}
+                used = {_key(spec, row, energy_column, T), own if base is None else None}
                 from_base = base is not None and base_unfinished
             else:
                 raw = _raw(spec, row, column, T, m)
@@ -142,11 +160,11 @@ def _line(
 
 
 def _baseline_energy(
-    spec: TableSpec, row_id: str | None, T: int, entries: list[Entry]
+    spec: TableSpec, row_id: str | None, T: int, entries: list[Entry], column: str = "energy_uj"
 ) -> tuple[dict[Any, float] | None, bool]:
-    """Energy of the baseline row at T per seed, and its mean under ``"mean"`` (None
-    without a baseline row: the runs' own ``snn/baseline/energy_uj_T{T}`` is used), and
-    whether any of it comes from a run that did not finish."""
+    """Energy (the energy ``column``) of the baseline row at T per seed, and its mean under
+    ``"mean"`` (None without a baseline row: the runs' own ``snn/baseline/energy_uj_T{T}`` is
+    used), and whether any of it comes from a run that did not finish."""
     if row_id is None:
         return None, False
     row = next(r for r in spec.rows if r.id == row_id)
@@ -155,10 +173,10 @@ def _baseline_energy(
     out: dict[Any, float] = {}
     marked = False
     for seed, m in _by_seed(chosen).items():
-        energy = _raw(spec, row, "energy_uj", T, m)
+        energy = _raw(spec, row, column, T, m)
         if energy:
             out[seed] = energy
-            marked = marked or _key(spec, row, "energy_uj", T) in unfinished.get(seed, set())
+            marked = marked or _key(spec, row, column, T) in unfinished.get(seed, set())
     if out:
         out["mean"] = statistics.fmean(out.values())
     return out, marked
@@ -166,16 +184,80 @@ def _baseline_energy(
 
 def table_lines(spec: TableSpec, entries: list[Entry]) -> list[Line]:
     """Every (row, T) of the spec, ANN rows first and once, in the spec's layout."""
-    lines = [_line(spec, r, None, entries, None) for r in spec.rows if r.ann]
+    lines = [_line(spec, r, None, entries) for r in spec.rows if r.ann]
     snn = [r for r in spec.rows if not r.ann]
     if spec.layout == "by_T":
         order = [(r, T) for T in spec.timesteps for r in snn]
     else:
         order = [(r, T) for r in snn for T in spec.timesteps]
     for r, T in order:
-        base, unfinished = _baseline_energy(spec, r.baseline or spec.baseline, T, entries)
-        lines.append(_line(spec, r, T, entries, base, unfinished))
+        bases = {
+            c: _baseline_energy(spec, r.baseline or spec.baseline, T, entries, SAVINGS[c])
+            for c in spec.columns
+            if c in SAVINGS
+        }
+        lines.append(_line(spec, r, T, entries, bases))
     return lines
+
+
+def _points(lines: Sequence[Line], energy: str) -> list[eq.Point]:
+    """The measured points of one row's lines (a score and an ``energy`` column value;
+    steps: the mean timesteps when recorded, else T)."""
+    out = []
+    for line in lines:
+        score, cost = line.cells["score"], line.cells[energy]
+        if line.T is None or score.mean is None or cost.mean is None:
+            continue
+        steps = line.cells["mean_timesteps"].mean
+        incomplete = score.incomplete or cost.incomplete
+        out.append(
+            eq.Point(line.T, line.T if steps is None else steps, score.mean, cost.mean, incomplete)
+        )
+    return out
+
+
+def _ann_score(spec: TableSpec, row: Row, entries: list[Entry]) -> float | None:
+    """The ANN's score (display units, mean over seeds) recorded by ``row``'s runs."""
+    ann = dataclasses.replace(row, ann=True, references=())
+    return (
+        _line(dataclasses.replace(spec, columns=("score",)), ann, None, entries).cells["score"].mean
+    )
+
+
+def equal_accuracy_comparisons(
+    spec: TableSpec, entries: list[Entry]
+) -> tuple[list[eq.Comparison], list[str]]:
+    """Per energy convention of ``spec.bursts`` and baseline row (the spec's ``baseline`` or a
+    row's), the comparisons of its rows at the two reference accuracies
+    (:func:`adacal.reporting.equal_accuracy.targets`); and notes for what could not be
+    compared. Nothing without a baseline row."""
+    groups: dict[str, list[Row]] = {}
+    for row in spec.rows:
+        if not row.ann and (base := row.baseline or spec.baseline) is not None:
+            groups.setdefault(base, []).append(row)
+    if not groups:
+        return [], []
+    energies = tuple(ENERGY_COLUMNS[b] for b in spec.bursts)
+    sub = dataclasses.replace(spec, columns=("score", "mean_timesteps", *energies))
+    lines = table_lines(sub, entries)
+    by_row: dict[str, list[Line]] = {}
+    for line in lines:
+        by_row.setdefault(line.row.id, []).append(line)
+    rows = {r.id: r for r in spec.rows}
+    comparisons, notes = [], []
+    for burst, energy in zip(spec.bursts, energies, strict=True):
+        for base_id, members in groups.items():
+            base = rows[base_id]
+            group = [base, *(r for r in members if r.id != base_id)]
+            points = [(r.id, r.label, _points(by_row.get(r.id, []), energy)) for r in group]
+            ann = _ann_score(spec, base, entries)
+            found = eq.targets(points[0][2], ann, base.label)
+            if not points[0][2]:
+                notes.append(f"{base.label} ({burst}): no measured point (score and energy).")
+            if ann is None:
+                notes.append(f"{base.label}: its runs record no ANN score (no ANN − 1 pt).")
+            comparisons += [eq.compare(points, base_id, t, burst) for t in found]
+    return comparisons, list(dict.fromkeys(notes))
 
 
 def _fmt(cell: Cell, decimals: int) -> str:
@@ -314,9 +396,14 @@ def _notes(spec: TableSpec) -> list[str]:
 
 
 def to_markdown(
-    spec: TableSpec, lines: list[Line], problems: Problems, roots: Sequence[Path]
+    spec: TableSpec,
+    lines: list[Line],
+    problems: Problems,
+    roots: Sequence[Path],
+    section: str = "",
 ) -> str:
-    """The rendered Markdown: title, how to fill it, the table, references, run problems."""
+    """The rendered Markdown: title, how to fill it, the table, references, ``section`` (the
+    savings at equal accuracy), run problems."""
     gpu = spec.gpu_hours_text()
     parts = [f"# {spec.title}", ""]
     if spec.description:
@@ -332,6 +419,8 @@ def to_markdown(
     notes = _notes(spec)
     if notes:
         parts += ["References:", "", *[f"- {n}" for n in notes], ""]
+    if section:
+        parts += [section]
     counts: dict[str, int] = {}
     for run in problems.runs:
         counts[run.status] = counts.get(run.status, 0) + 1
@@ -423,8 +512,11 @@ def render(
     lines = table_lines(spec, entries)
     problems = find_problems(spec, runs, lines)
     records = table_records(spec, lines)
-    markdown = to_markdown(spec, lines, problems, roots)
+    comparisons, notes = equal_accuracy_comparisons(spec, entries)
+    section = eq.section_markdown(comparisons, spec.header("score"), notes, INCOMPLETE)
+    markdown = to_markdown(spec, lines, problems, roots, section)
     rendered = Rendered(spec, lines, problems, markdown, to_csv(records), records, entries)
+    rendered.comparisons = comparisons
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adacal.reporting.equal_accuracy import Comparison
 from adacal.reporting.records import Entry, RunRecord
 from adacal.reporting.spec import Reference, Row, TableSpec
 
@@ -70,3 +71,4 @@ class Rendered:
     records: list[dict[str, Any]]  # the CSV's rows as numbers (what W&B logs)
     entries: list[Entry]
     files: dict[str, Path] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)  # savings at equal accuracy

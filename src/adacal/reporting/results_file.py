@@ -23,10 +23,13 @@ def run_title(
     return f"{experiment}: {architecture} on {dataset}, {neuron} neuron, {calibration} calibration"
 
 
-def write_results(metrics: Mapping[str, float], title: str, out_dir: Path) -> None:
-    """Print the results table and write it (and the anytime table) as ``results.md``."""
-    print_results(Console(), metrics, title=title)
-    text = f"# {title}\n\n{results_markdown(metrics)}\n"
+def write_results(
+    metrics: Mapping[str, float], title: str, out_dir: Path, burst: str = keys.SPIKES
+) -> None:
+    """Print the results table and write it (and the anytime table) as ``results.md``; SOPs
+    and energy in the convention ``burst`` (``energy.burst``: ``spikes`` or ``messages``)."""
+    print_results(Console(), metrics, title=title, burst=burst)
+    text = f"# {title}\n\n{results_markdown(metrics, burst=burst)}\n"
     if any(k.anytime for k in keys.parsed(metrics)):
         label = "mIoU" if headline_metric(metrics) == "miou" else "accuracy"
         text += f"\n## Anytime {label} (%)\n\n{anytime_markdown(metrics)}\n"

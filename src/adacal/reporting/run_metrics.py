@@ -2,8 +2,9 @@
 
 Keys (T = the target timesteps; formats and builders in :mod:`adacal.keys`):
 ``snn/test/acc_T{T}``, ``spikes_T{T}``, ``rate_T{T}``, ``anytime_T{T}/acc_t{t}``, per-site
-rates; SOPs and energy (``energy_metrics``, the convention of :mod:`adacal.metrics.energy`)
-under any prefix (``snn/test``, ``snn/full``, ``snn/uncompressed``, or none for the
+rates; SOPs and energy (``energy_metrics``, the conventions of :mod:`adacal.metrics.energy`:
+``spikes`` under the plain names, ``messages`` under :func:`adacal.keys.burst_name`'s) under any
+prefix (``snn/test``, ``snn/full``, ``snn/uncompressed``, or none for the
 baseline, :func:`baseline_energy_metrics`); the searches' choices
 (``snn/adafire/site{i}_phi_T{T}``, ``snn/ssc/site{i}_ratio_T{T}``) and times; the saving
 against the baseline (:func:`saving_metrics`).
@@ -17,25 +18,52 @@ from typing import Any
 from adacal import keys
 from adacal.metrics import energy
 
+# the evaluator's results holding the ACs per image (total, per site) of each convention
+_COUNTS = {keys.SPIKES: ("sops", "site_sops"), keys.MESSAGES: ("messages", "site_messages")}
+
+
+def conventions(res: Mapping[str, Any]) -> tuple[str, ...]:
+    """The energy conventions (:data:`adacal.keys.BURSTS`) whose counts the evaluator's
+    results ``res`` hold: ``spikes`` from ``sops``, ``messages`` from ``messages``."""
+    return tuple(burst for burst, (total, _) in _COUNTS.items() if total in res)
+
+
+def convention_metrics(
+    cost: energy.CostModel, acs: float, steps: float, T: int, prefix: str, burst: str
+) -> dict[str, float]:
+    """SOPs, ACs, energy and saving vs the ANN per image in one convention ``burst`` from its
+    ``acs`` per image over ``steps`` (mean) steps: ``{prefix}/{burst_name(name)}_T{T}``.
+
+    SOPs = ACs + dense MACs·steps, E = E_MAC·dense MACs·steps + E_AC·ACs (the conventions
+    differ only in the ACs: Σ n·f for ``spikes``, Σ 1[n > 0]·f for ``messages``)."""
+    report = cost.energy(acs, steps)
+    values = {
+        "sops": report.sops,
+        "acs": float(acs),
+        "energy_uj": report.energy_pj / 1e6,
+        "saving_vs_ann": report.saving_vs_ann,
+    }
+    return {keys.key(prefix, keys.burst_name(n, burst), T): v for n, v in values.items()}
+
 
 def energy_metrics(
     cost: energy.CostModel, sites: Sequence[Any], res: dict[str, Any], T: int, prefix: str
 ) -> dict[str, float]:
     """SOPs and energy per image (convention: :mod:`adacal.metrics.energy`) of a network
-    whose cost structure is ``cost`` and whose neuron sites are ``sites``; with a prefix also
-    the ACs per site and the share of samples exiting at each step."""
+    whose cost structure is ``cost`` and whose neuron sites are ``sites``, in every convention
+    the results hold (:func:`conventions`; the ``spikes`` keys are the unsuffixed ones); with
+    a prefix also the ACs per site and the share of samples exiting at each step."""
     steps = float(res.get("mean_timesteps", T))
-    report = cost.energy(res["sops"], steps)
-    out = {
-        keys.key(prefix, "sops", T): report.sops,
-        keys.key(prefix, "acs", T): float(res["sops"]),
-        keys.key(prefix, "energy_uj", T): report.energy_pj / 1e6,
-        keys.key(prefix, "saving_vs_ann", T): report.saving_vs_ann,
-        keys.key(prefix, "mean_timesteps", T): steps,
-    }
+    out = convention_metrics(cost, res["sops"], steps, T, prefix, keys.SPIKES)
+    out[keys.key(prefix, "mean_timesteps", T)] = steps
+    found = conventions(res)
+    for burst in (b for b in found if b != keys.SPIKES):
+        out |= convention_metrics(cost, res[_COUNTS[burst][0]], steps, T, prefix, burst)
     if prefix:
-        for site, sops in zip(sites, res["site_sops"], strict=True):
-            out[keys.site_key(prefix, "acs", site.index, T)] = sops
+        for burst in found:
+            name = keys.burst_name("acs", burst)
+            for site, acs in zip(sites, res[_COUNTS[burst][1]], strict=True):
+                out[keys.site_key(prefix, name, site.index, T)] = acs
         for t, share in enumerate(res.get("exit_hist") or [], start=1):
             out[keys.step_key(prefix, "exit", t, T)] = share
     return out
@@ -59,10 +87,18 @@ def score_metrics(
 
 def saving_metrics(metrics: Mapping[str, Any], T: int) -> dict[str, float]:
     """``snn/test/saving_vs_baseline_T{T}``: 1 − E/E_baseline at T (:func:`energy.saving`),
-    from the ``energy_uj`` of ``snn/test`` and ``snn/baseline`` in ``metrics``."""
-    own = float(metrics[keys.key(keys.TEST, "energy_uj", T)])
-    base = float(metrics[keys.key(keys.BASELINE, "energy_uj", T)])
-    return {keys.key(keys.TEST, "saving_vs_baseline", T): energy.saving(own, base)}
+    from the ``energy_uj`` of ``snn/test`` and ``snn/baseline`` in ``metrics``; and
+    ``snn/test/saving_vs_baseline_messages_T{T}`` from the ``energy_messages_uj`` of both
+    when ``metrics`` hold them (the ``messages`` convention)."""
+    out = {}
+    for burst in keys.BURSTS:
+        name = keys.burst_name("energy_uj", burst)
+        own, base = keys.key(keys.TEST, name, T), keys.key(keys.BASELINE, name, T)
+        if burst != keys.SPIKES and not (own in metrics and base in metrics):
+            continue
+        saving = energy.saving(float(metrics[own]), float(metrics[base]))
+        out[keys.key(keys.TEST, keys.burst_name("saving_vs_baseline", burst), T)] = saving
+    return out
 
 
 def search_metrics(record: dict[str, Any], T: int) -> dict[str, float]:

@@ -12,7 +12,9 @@ reference numbers with their source. Example::
     timesteps: [2, 4, 8]
     columns: [score, sops, energy_uj, saving, mean_timesteps]
     layout: by_T            # by_T: the rows side by side at each T; by_row: each row over T
-    baseline: if            # row id the `saving` column compares against (same T)
+    baseline: if            # row id the `saving` column compares against (same T); also
+                            # adds the section "Savings at equal accuracy" (equal_accuracy.py)
+    burst: [spikes]         # energy conventions of that section: spikes (default) and/or messages
     prepare: []             # commands run once before the sweep (e.g. training the ANN)
     results: experiments/results/cifar10_resnet20_adaptive   # the committed rendering, if any
     jobs:
@@ -27,6 +29,11 @@ reference numbers with their source. Example::
           - {T: 32, value: 93.30, source: snn_calibration_readme}
     sources:
       snn_calibration_readme: "Li et al. 2021, SNN Calibration, README table"
+
+Energy columns come in two conventions (:mod:`adacal.metrics.energy`): ``sops``, ``acs``,
+``energy_uj``, ``saving`` and ``saving_vs_ann`` count a burst of k spikes as k ACs per synapse
+(``spikes``); ``sops_messages``, ``acs_messages``, ``energy_messages_uj``, ``saving_messages``
+and ``saving_vs_ann_messages`` count a non-zero burst as one (``messages``).
 
 A reference without ``T`` applies at every T of its row; ``column`` (default ``score``)
 says which column it is quoted for, in that column's display unit (percent for scores and
@@ -43,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from adacal import keys
 
 REPO = Path(__file__).resolve().parents[3]
 TABLES_DIR = REPO / "experiments" / "tables"
@@ -73,7 +82,19 @@ COLUMNS: dict[str, Column] = {
     "saving": Column("saving", "saving vs baseline (%)", 100.0, 1),
     "saving_vs_ann": Column("saving_vs_ann", "saving vs ANN (%)", 100.0, 1),
     "mean_timesteps": Column("mean_timesteps", "mean timesteps", 1.0),
+    # the messages convention: a non-zero burst costs one AC per synapse (keys.burst_name)
+    "sops_messages": Column("sops_messages", "SOPs/image, messages (M)", 1e-6),
+    "acs_messages": Column("acs_messages", "ACs/image, messages (M)", 1e-6),
+    "energy_messages_uj": Column("energy_messages_uj", "energy/image, messages (µJ)", 1.0),
+    "saving_messages": Column("saving_messages", "saving vs baseline, messages (%)", 100.0, 1),
+    "saving_vs_ann_messages": Column(
+        "saving_vs_ann_messages", "saving vs ANN, messages (%)", 100.0, 1
+    ),
 }
+# the saving columns (1 − E/E_baseline row) and the energy column each compares
+SAVINGS = {"saving": "energy_uj", "saving_messages": "energy_messages_uj"}
+# the energy column of each convention (keys.BURSTS)
+ENERGY_COLUMNS = {keys.SPIKES: "energy_uj", keys.MESSAGES: "energy_messages_uj"}
 SCORE_HEADERS = {"acc": "top-1 (%)", "miou": "mIoU (%)", "pixel_acc": "pixel acc. (%)"}
 
 
@@ -155,6 +176,7 @@ class TableSpec:
     layout: str = "by_T"  # by_T: methods side by side at each T; by_row: each row over T
     results: str | None = None  # the committed rendering (folder under experiments/results/)
     path: Path | None = None
+    bursts: tuple[str, ...] = (keys.SPIKES,)  # energy conventions of the equal-accuracy section
 
     @property
     def experiments(self) -> list[str]:
@@ -188,6 +210,7 @@ def parse_spec(data: Mapping[str, Any], name: str, path: Path | None = None) -> 
     known = {
         "title", "description", "state", "hardware", "gpu_hours", "metric", "timesteps",
         "columns", "baseline", "prepare", "jobs", "rows", "sources", "layout", "results",
+        "burst",
     }  # fmt: skip
     for key in data:
         if key not in known:
@@ -268,6 +291,12 @@ def parse_spec(data: Mapping[str, Any], name: str, path: Path | None = None) -> 
     layout = str(data.get("layout", "by_T"))
     if layout not in ("by_T", "by_row"):
         raise SpecError(where, "layout", f"'{layout}' is not one of by_T, by_row")
+    bursts = tuple(str(b) for b in _list(data.get("burst", keys.SPIKES)))
+    for b in bursts:
+        if b not in keys.BURSTS:
+            raise SpecError(where, "burst", f"'{b}' is not one of {', '.join(keys.BURSTS)}")
+    if not bursts or len(set(bursts)) != len(bursts):
+        raise SpecError(where, "burst", f"{list(bursts)}: name each convention once")
     gpu_hours = data.get("gpu_hours")
     return TableSpec(
         name=name,
@@ -287,6 +316,7 @@ def parse_spec(data: Mapping[str, Any], name: str, path: Path | None = None) -> 
         layout=layout,
         results=None if data.get("results") is None else str(data["results"]),
         path=path,
+        bursts=bursts,
     )
 
 

@@ -13,6 +13,12 @@ Keys read (accuracies are fractions in [0, 1], shown as percentages with 2 decim
 - ``snn/test/mean_timesteps_T{T}``: mean steps simulated per image (< T with IAT exits);
 - ``snn/test/anytime_T{T}/acc_t{t}``: accuracy after the first t steps of a T-step run.
 
+SOPs, energy and the saving are shown in one energy convention, ``burst`` (the config's
+``energy.burst``): ``spikes`` (the keys above, the default) or ``messages`` (the same
+quantities with a non-zero burst costing one AC per synapse: ``snn/test/sops_messages_T{T}``,
+``energy_messages_uj_T{T}``, ``saving_vs_baseline_messages_T{T}``, :func:`adacal.keys.burst_name`;
+the headers then say "messages").
+
 Segmentation runs report ``miou`` (and ``pixel_acc``) where classification reports ``acc``;
 every function takes the headline ``metric`` (default: ``miou`` when such keys exist, else
 ``acc``, :func:`headline_metric`) and labels the columns with it.
@@ -50,6 +56,12 @@ RESULT_HEADERS = (
 LABELS = {"acc": "top-1", "miou": "mIoU", "pixel_acc": "pixel acc."}
 # the per-T values of a row besides the score (snn/test/<name>_T{T})
 QUANTITIES = ("spikes", "rate", "sops", "energy_uj", "saving_vs_baseline", "mean_timesteps")
+ENERGY_QUANTITIES = ("sops", "energy_uj", "saving_vs_baseline")  # differ between conventions
+BURST_HEADERS = {  # the header of each convention-dependent column under ``messages``
+    "SOPs/image": "SOPs/image (messages)",
+    "energy (µJ)": "energy (µJ, messages)",
+    "saving vs baseline": "saving vs baseline (messages)",
+}
 
 
 def headline_metric(metrics: Mapping[str, object]) -> str:
@@ -59,10 +71,20 @@ def headline_metric(metrics: Mapping[str, object]) -> str:
     return "miou" if seg else "acc"
 
 
-def result_headers(metric: str = "acc") -> tuple[str, ...]:
-    """:data:`RESULT_HEADERS` with the metric's label in place of top-1."""
+def result_headers(metric: str = "acc", burst: str = keys.SPIKES) -> tuple[str, ...]:
+    """:data:`RESULT_HEADERS` with the metric's label in place of top-1 (and, for the
+    ``messages`` convention, the energy columns marked :data:`BURST_HEADERS`)."""
     label = LABELS.get(metric, metric)
-    return tuple(h.replace("top-1", label) for h in RESULT_HEADERS)
+    headers = tuple(h.replace("top-1", label) for h in RESULT_HEADERS)
+    return headers if burst == keys.SPIKES else tuple(BURST_HEADERS.get(h, h) for h in headers)
+
+
+def quantity_key(name: str, T: int, burst: str = keys.SPIKES) -> str:
+    """``snn/test/{name}_T{T}`` of a per-T quantity, in the energy convention ``burst`` for
+    the ones that depend on it (:data:`ENERGY_QUANTITIES`)."""
+    return keys.key(
+        keys.TEST, keys.burst_name(name, burst) if name in ENERGY_QUANTITIES else name, T
+    )
 
 
 def _finite(value: object) -> float | None:
@@ -120,8 +142,10 @@ def results_rows(
     metrics: Mapping[str, object],
     timesteps: Sequence[int] | None = None,
     metric: str | None = None,
+    burst: str = keys.SPIKES,
 ) -> list[list[str]]:
-    """One row of formatted cells per T (columns as :func:`result_headers`).
+    """One row of formatted cells per T (columns as :func:`result_headers`); SOPs, energy and
+    saving in the energy convention ``burst``.
 
     ``timesteps`` defaults to every T found in ``snn/test/{metric}_T{T}`` keys.
     """
@@ -130,7 +154,7 @@ def results_rows(
     ann = metrics.get(keys.ann_key(metric))
     rows = []
     for t in ts:
-        at = {name: metrics.get(keys.key(keys.TEST, name, t)) for name in (metric, *QUANTITIES)}
+        at = {name: metrics.get(quantity_key(name, t, burst)) for name in (metric, *QUANTITIES)}
         saving = at["saving_vs_baseline"]
         rows.append(
             [
@@ -204,20 +228,24 @@ def results_table(
     timesteps: Sequence[int] | None = None,
     title: str | None = None,
     metric: str | None = None,
+    burst: str = keys.SPIKES,
 ) -> Table:
     """Rich table of ANN/SNN score (top-1 or mIoU), spikes, SOPs and energy per T."""
     metric = metric or headline_metric(metrics)
-    return _rich(result_headers(metric), results_rows(metrics, timesteps, metric), title)
+    rows = results_rows(metrics, timesteps, metric, burst)
+    return _rich(result_headers(metric, burst), rows, title)
 
 
 def results_markdown(
     metrics: Mapping[str, object],
     timesteps: Sequence[int] | None = None,
     metric: str | None = None,
+    burst: str = keys.SPIKES,
 ) -> str:
     """Markdown version of :func:`results_table` (right-aligned columns)."""
     metric = metric or headline_metric(metrics)
-    return _markdown(result_headers(metric), results_rows(metrics, timesteps, metric))
+    rows = results_rows(metrics, timesteps, metric, burst)
+    return _markdown(result_headers(metric, burst), rows)
 
 
 def anytime_table(metrics: Mapping[str, object], title: str | None = None) -> Table:
@@ -237,15 +265,17 @@ def print_results(
     metrics: Mapping[str, object],
     title: str | None = None,
     metric: str | None = None,
+    burst: str = keys.SPIKES,
 ) -> None:
-    """Print the results table whole: the rich table where the console is wide enough for
-    every number and header word (its minimum width), else the Markdown lines unwrapped.
+    """Print the results table whole (energy in the convention ``burst``): the rich table
+    where the console is wide enough for every number and header word (its minimum width),
+    else the Markdown lines unwrapped.
 
     Off a terminal rich assumes 80 columns and would cut numbers to fit ("21,9…"); a log
     file or a pipe gets the Markdown table instead, which never truncates.
     """
     metric = metric or headline_metric(metrics)
-    headers, rows = result_headers(metric), results_rows(metrics, None, metric)
+    headers, rows = result_headers(metric, burst), results_rows(metrics, None, metric, burst)
     table = _rich(headers, rows, title)
     needed = console.measure(table, options=console.options.update_width(10_000)).minimum
     if console.is_terminal and needed <= console.width:

@@ -42,10 +42,15 @@ TEST_QUANTITIES = (
     "saving_vs_ann",
     "saving_vs_baseline",
     "mean_timesteps",
+    # the same costs in the messages convention (a non-zero burst = one AC; keys.burst_name)
+    "sops_messages",
+    "energy_messages_uj",
+    "saving_vs_ann_messages",
+    "saving_vs_baseline_messages",
 )
 # sub-records compared against (snn/<record>/...), and the costs they report
 SUB_RECORDS = ("baseline", "full", "uncompressed")
-SUB_QUANTITIES = ("sops", "energy_uj", "mean_timesteps")
+SUB_QUANTITIES = ("sops", "energy_uj", "mean_timesteps", "sops_messages", "energy_messages_uj")
 EXIT_FRACTION = "early_exit_fraction"
 CURVE_PREFIX = "curve/"
 PER_T_TABLE = "per_T"
@@ -84,11 +89,14 @@ def curve_rows(
 
     - ``<name>`` for each score name (``acc``; ``miou``, ``pixel_acc``), and
       ``spikes``, ``rate``, ``sops``, ``energy_uj``, ``saving_vs_ann``,
-      ``saving_vs_baseline``, ``mean_timesteps`` (all ``snn/test/<key>_T{T}``);
+      ``saving_vs_baseline``, ``mean_timesteps`` (all ``snn/test/<key>_T{T}``), and the
+      energy quantities of the ``messages`` convention (``sops_messages``,
+      ``energy_messages_uj``, ``saving_vs_ann_messages``, ``saving_vs_baseline_messages``);
     - ``early_exit_fraction``: share of samples exiting before T (:func:`exit_fraction`);
     - ``<record>/<name>``, ``<record>/sops``, ``<record>/energy_uj``,
-      ``<record>/mean_timesteps`` for the ``baseline``, ``full`` (IAT without exits) and
-      ``uncompressed`` (before SSC) records (``snn/<record>/<key>_T{T}``).
+      ``<record>/mean_timesteps`` (and ``sops_messages``, ``energy_messages_uj``) for the
+      ``baseline``, ``full`` (IAT without exits) and ``uncompressed`` (before SSC) records
+      (``snn/<record>/<key>_T{T}``).
 
     The fitted T are those with a ``snn/test/<names[0]>_T{T}`` key. Values are floats.
     """
@@ -124,8 +132,9 @@ def site_rows(metrics: Mapping[str, object], T: int) -> list[dict[str, float | i
     """Per-site values at T, one row per site with a ``snn/test/site{k}_rate_T{T}`` key.
 
     Keys: ``site`` (k), ``rate`` (spikes per neuron per step), and when present ``acs``
-    (``snn/test/site{k}_acs_T{T}``), ``phi`` (``snn/adafire/site{k}_phi_T{T}``) and
-    ``<record>_ratio`` (a compression's ``snn/<record>/site{k}_ratio_T{T}``, e.g. ``ssc``).
+    (``snn/test/site{k}_acs_T{T}``), ``acs_messages`` (``snn/test/site{k}_acs_messages_T{T}``),
+    ``phi`` (``snn/adafire/site{k}_phi_T{T}``) and ``<record>_ratio`` (a compression's
+    ``snn/<record>/site{k}_ratio_T{T}``, e.g. ``ssc``).
     """
     ratios: dict[int, dict[str, float]] = {}
     for key, value in metrics.items():
@@ -140,6 +149,7 @@ def site_rows(metrics: Mapping[str, object], T: int) -> list[dict[str, float | i
         for column, prefix, name in (
             ("rate", keys.TEST, "rate"),
             ("acs", keys.TEST, "acs"),
+            ("acs_messages", keys.TEST, keys.burst_name("acs", keys.MESSAGES)),
             ("phi", keys.ADAFIRE, keys.PHI),
         ):
             value = _number(metrics.get(keys.site_key(prefix, name, site, T)))

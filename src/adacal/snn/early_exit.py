@@ -61,7 +61,9 @@ class ExitResult:
     ``logits`` [B, K]: mean output at each sample's exit; ``exit_step`` [B] in 1..T;
     ``site_spikes`` [L]: spikes per site, summed over samples and simulated steps;
     ``site_sops`` [L] likewise for synaptic events (None without fan-out maps);
-    ``active`` [T]: samples simulated at each step (Σ active = Σ exit_step).
+    ``active`` [T]: samples simulated at each step (Σ active = Σ exit_step);
+    ``site_messages`` [L] likewise for messages (a non-zero burst is one event per synapse;
+    None without fan-out maps).
     """
 
     logits: Tensor
@@ -69,6 +71,7 @@ class ExitResult:
     site_spikes: Tensor
     site_sops: Tensor | None
     active: Tensor
+    site_messages: Tensor | None = None
 
 
 @torch.no_grad()
@@ -110,8 +113,11 @@ def simulate_early_exit(
     assert logits is not None
     spikes = torch.stack([_total(s.spike_counts, x.device) for s in net.sites])
     has_sops = bool(net.sites) and all(s.fanout is not None for s in net.sites)
-    sops = torch.stack([_total(s.sop_counts, x.device) for s in net.sites]) if has_sops else None
-    return ExitResult(logits, exit_step, spikes, sops, active)
+    sops = messages = None
+    if has_sops:
+        sops = torch.stack([_total(s.sop_counts, x.device) for s in net.sites])
+        messages = torch.stack([_total(s.message_counts, x.device) for s in net.sites])
+    return ExitResult(logits, exit_step, spikes, sops, active, messages)
 
 
 def _total(counts: list[Tensor], device: torch.device) -> Tensor:

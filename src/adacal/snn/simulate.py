@@ -66,6 +66,15 @@ def sop_totals(net: SpikingNetwork) -> Tensor:
     return torch.stack([torch.cat(site.sop_counts) for site in net.sites])
 
 
+def message_totals(net: SpikingNetwork) -> Tensor:
+    """Messages per site per step per sample after :func:`simulate`: [L, T, B].
+
+    A message is a non-zero burst reaching one synapse: Σ_i 1[n_i > 0]·f_i per step, where
+    :func:`sop_totals` counts Σ_i n_i·f_i (equal for IF sites). Needs fan-out maps.
+    """
+    return torch.stack([torch.cat(site.message_counts) for site in net.sites])
+
+
 class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the sites of interest have run."""
 
@@ -170,6 +179,7 @@ def preactivations(
 __all__ = [
     "anytime_logits",
     "chunks",
+    "message_totals",
     "preactivations",
     "rates_and_output",
     "simulate",

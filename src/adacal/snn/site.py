@@ -57,6 +57,7 @@ class Site(nn.Module):
         self.recorded: list[Tensor] = []
         self.spike_counts: list[Tensor] = []
         self.sop_counts: list[Tensor] = []
+        self.message_counts: list[Tensor] = []
         self.count_spikes = True
         self.compiled = False  # run each chunk as one torch.compile'd kernel (snn.compile)
         self.neurons_per_sample = 0
@@ -77,6 +78,7 @@ class Site(nn.Module):
         self.v = None
         self.spike_counts = []
         self.sop_counts = []
+        self.message_counts = []
 
     def keep(self, index: Tensor) -> None:
         """Keep only the samples ``index`` [B'] of the running simulation (early exit)."""
@@ -136,21 +138,34 @@ class Site(nn.Module):
         return out.reshape(steps * B, *z.shape[2:])
 
     def _count(self, out: Tensor) -> None:
-        """Spikes (Σ n) and, with ``fanout``, synaptic events (Σ n·fan-out) per step and sample.
+        """Spikes and, with ``fanout``, synaptic events and messages per step and sample.
 
-        out [Tc, B, C, ...] holds n·θ; one mat-vec per quantity. Appends [Tc, B] tensors
-        to ``spike_counts`` (and ``sop_counts``).
+        out [Tc, B, C, ...] holds n·θ (n the spikes of each neuron in the step). Per step t and
+        sample b, with f_i the fan-out of neuron i (:mod:`adacal.metrics.energy`):
+
+            spikes   = Σ_i n_i
+            SOPs     = Σ_i n_i·f_i              (a burst of k spikes is k events per synapse)
+            messages = Σ_i 1[n_i > 0]·f_i       (a non-zero burst is one event per synapse)
+
+        Appends [Tc, B] tensors to ``spike_counts`` (and ``sop_counts``, ``message_counts``).
+        One mat-vec for spikes and SOPs; for φ = 1 (n ∈ {0, 1}) messages are the SOPs (the
+        same tensor), for φ > 1 one more mat-vec of the firing mask.
         """
         steps, B, shape = out.shape[0], out.shape[1], out.shape[2:]
         ones = torch.ones(1, *shape, device=out.device, dtype=out.dtype)
         inv = (ones / channel_view(self.theta.clamp_min(1e-12), ones)).reshape(-1)
         weights = [inv]
         if self.fanout is not None:
-            weights.append(inv * self.fanout.to(out.dtype).expand(shape).reshape(-1))
-        counts = out.reshape(steps * B, -1) @ torch.stack(weights, 1)  # [Tc·B, 1 or 2]
+            fan = self.fanout.to(out.dtype).expand(shape).reshape(-1)
+            weights.append(inv * fan)
+        flat = out.reshape(steps * B, -1)
+        counts = flat @ torch.stack(weights, 1)  # [Tc·B, 1 or 2]
         self.spike_counts.append(counts[:, 0].reshape(steps, B))
         if self.fanout is not None:
-            self.sop_counts.append(counts[:, 1].reshape(steps, B))
+            sops = counts[:, 1].reshape(steps, B)
+            self.sop_counts.append(sops)
+            messages = sops if self.phi == 1 else ((flat > 0).to(out.dtype) @ fan).reshape(steps, B)
+            self.message_counts.append(messages)
 
 
 def _chunk(step, v: Tensor, drive: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, Tensor]:
