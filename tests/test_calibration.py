@@ -164,12 +164,14 @@ def test_weight_calibration_never_raises_the_surrogate_loss(digits_ann, digits):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("lr", 0.0), ("lr", -1e-4), ("iterations", -1), ("batch_size", 0)]
-)
-def test_weight_calibration_refuses_bad_settings(field, value):
+    ("field", "value", "says"),
+    [("lr", 0.0, "must be"), ("lr", -1e-4, "must be"), ("iterations", -1, "must be"),
+     ("batch_size", 0, "must be"), ("optimizer", "adamw", "'adamw' is not one of")],
+)  # fmt: skip
+def test_weight_calibration_refuses_bad_settings(field, value, says):
     from adacal.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=f"WeightCalibration>.{field}: must be"):
+    with pytest.raises(ConfigError, match=f"WeightCalibration>.{field}: {says}"):
         WeightCalibration(**{field: value})
 
 

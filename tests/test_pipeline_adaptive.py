@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -75,8 +76,10 @@ def test_iat_exits_early_and_energy_follows_the_convention(adaptive_run, digits_
     assert m[f"snn/test/saving_vs_ann_T{T}"] == pytest.approx(
         1 - m[f"snn/test/energy_uj_T{T}"] / m["ann/energy_uj"]
     )
-    per_site = sum(v for k, v in m.items() if k.startswith("snn/test/site") and "_acs_" in k)
-    assert per_site == pytest.approx(acs)
+    for name in ("acs", "acs_messages"):  # the per-site counts add up to the totals
+        per_site = sum(v for k, v in m.items() if re.fullmatch(rf"snn/test/site\d+_{name}_T{T}", k))
+        assert per_site == pytest.approx(m[f"snn/test/{name}_T{T}"])
+    assert m[f"snn/test/acs_messages_T{T}"] <= acs  # a burst of k is one message, k spikes
 
 
 def test_baseline_runs_beside_and_gives_the_saving(adaptive_run):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from adacal.errors import ConfigError
+from adacal.validate import integer
 
 OFFSETS = ("initial", "shift")
 COSTS = ("spikes", "sops")  # what the searches count: spikes, or the synaptic events they drive
@@ -160,7 +161,9 @@ class AdaFireNeuron(IFNeuron):
     (symmetric KL between SNN and ANN softmax) and spikes E_l(φ) on ``batch_size``
     calibration images, then picks φ_l minimising Σ S_l subject to
     Σ E_l ≤ rho·Σ E_l(phi_target). E counts spikes (``cost="spikes"``, the paper's) or
-    synaptic events (``cost="sops"``). These fields configure the search; the search itself
+    synaptic events (``cost="sops"``). ``rounds`` (≥ 1; 1: one search) re-measures the tables
+    around the chosen φ and solves again, at most that many times in all (the budget stays
+    the first round's). These fields configure the search; the search itself
     is :class:`adacal.adaptive.search.FiringPatternSearch`, which the composition root builds
     from them and hands to the calibration recipe (a neuron knows nothing of searches).
     """
@@ -173,6 +176,7 @@ class AdaFireNeuron(IFNeuron):
     sub_batch: int = 32
     reuse_prefix: bool = True
     cost: str = "spikes"
+    rounds: int = 1
     name: str = "adafire"
 
     def __post_init__(self) -> None:
@@ -200,6 +204,7 @@ class AdaFireNeuron(IFNeuron):
                 "neuron.batch_size",
                 f"batch_size and sub_batch must be >= 1, got {self.batch_size}, {self.sub_batch}",
             )
+        integer("neuron.rounds", self.rounds, 1)
 
     def max_spikes(self) -> int:
         return int(self.phi_init)
