@@ -394,19 +394,26 @@ def test_calibration_threshold_subgroup(compose_config, tmp_path, option, method
 
 
 def test_calibration_options_share_the_base(compose_config, tmp_path):
-    """Each recipe's threshold method comes from the sub-group; the rest of the threshold
-    block and seed/batch size from conf/calibration/_base/calibration.yaml."""
+    """Each recipe's threshold method comes from the sub-group and its granularity from the
+    recipe (channel for light and advanced, measured better on CIFAR-10; the base's layer for
+    none); the rest of the threshold block and seed/batch size from
+    conf/calibration/_base/calibration.yaml."""
     base = raw("calibration/_base", "calibration")
     assert set(options("calibration/threshold")) == {"max", "percentile", "mse"}
     expected_method = {"none": "max", "light": "mse", "advanced": "mse"}
+    expected_granularity = {"none": "layer", "light": "channel", "advanced": "channel"}
     for option in options("calibration"):
         cfg = compose_config([f"calibration={option}"], tmp_path)
         assert cfg.calibration.threshold.method == expected_method[option]
-        assert {**base["threshold"], "method": expected_method[option]} == OmegaConf.to_container(
-            cfg.calibration.threshold
-        )
+        expected = {
+            **base["threshold"],
+            "method": expected_method[option],
+            "granularity": expected_granularity[option],
+        }
+        assert expected == OmegaConf.to_container(cfg.calibration.threshold)
         assert (cfg.calibration.seed, cfg.calibration.batch_size) == (0, 128)
-        assert "threshold" not in raw("calibration", option)  # stated once, in the base
+        own = raw("calibration", option).get("threshold", {})  # at most the granularity
+        assert set(own) <= {"granularity"}
     assert compose_config(["calibration=advanced"], tmp_path).calibration.num_samples == 1024
 
 
