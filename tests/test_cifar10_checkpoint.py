@@ -35,6 +35,7 @@ def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config
             "experiment=cifar10_resnet20",
             f"dataset.root={cifar_root}",
             "calibration=light",
+            "calibration.threshold.granularity=layer",  # as measured (light's default: channel)
             "snn.T=[32]",
             "snn.anytime=[8,16,32]",
             "dataset.test_limit=1000",
