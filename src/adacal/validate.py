@@ -110,7 +110,8 @@ def burst(value: Any, key: str = "energy.burst") -> str:
 
 def check_values(cfg: DictConfig) -> None:
     """Types and ranges of the numeric keys (:data:`INTEGER_KEYS`, ``snn.T``, ``snn.anytime``,
-    ``trainer.max_epochs`` / ``max_steps`` when the ANN is trained) and ``energy.burst``."""
+    ``trainer.max_epochs`` / ``max_steps`` when the ANN is trained), ``energy.burst`` and
+    ``snn.compile``."""
     for key, minimum, nullable in INTEGER_KEYS:
         value = _select(cfg, key)
         if value is not _ABSENT:
@@ -120,6 +121,9 @@ def check_values(cfg: DictConfig) -> None:
     if int(cfg.seed) > SEED_MAX:
         raise ConfigError("seed", f"must be at most {SEED_MAX}, got {cfg.seed}")
     if "snn" in list(cfg.stages):
+        from adacal.snn.fused import compile_mode  # the neuron-loop modes live with the loop
+
+        compile_mode(cfg.snn.compile)
         integer_list("snn.T", cfg.snn.T, "[2,4,8]")
         anytime = list(cfg.snn.anytime)
         for t in anytime:

@@ -36,11 +36,12 @@ def calibrated_network(
     chunk: int | None = 8,
     batch_size: int = 128,
     progress: bool = False,
-    compiled: bool = False,
+    compiled: bool | str = "auto",
     before_compression: Callable[[SpikingNetwork], None] | None = None,
 ) -> tuple[SpikingNetwork, dict[str, Any], float]:
     """Convert ``model`` with ``neuron`` and calibrate it for T steps on ``images`` [N, C, H, W].
 
+    ``compiled`` is ``snn.compile`` (:meth:`SpikingNetwork.set_compiled`: auto, true, false).
     Returns the network (on ``images``' device, with the fan-out maps of ``cost`` when given),
     the recipe's record (the searches' choices) and the seconds it took.
     """

@@ -338,10 +338,15 @@ class SpikingNetwork(nn.Module):
             if release:
                 self.reset(1)
 
-    def set_compiled(self, compiled: bool) -> None:
-        """Simulate each chunk of every site as one ``torch.compile``'d kernel (same numbers)."""
+    def set_compiled(self, compiled: bool | str) -> None:
+        """How every site runs its neuron loop (``snn.compile``, :mod:`adacal.snn.fused`):
+        ``"auto"`` (fused kernel where ``torch.compile`` works, else the eager loop),
+        ``"true"`` / True (fused, required), ``"false"`` / False (eager). Same numbers."""
+        from adacal.snn.fused import compile_mode  # (the set_compiled area only)
+
+        mode = compile_mode(compiled)
         for site in self.sites:
-            site.compiled = compiled
+            site.compiled = mode
 
     def set_steps(self, steps: int) -> None:
         """Timesteps Tc of the next chunk (how many copies TimeExpand makes)."""

@@ -20,11 +20,10 @@ residual add, a concatenation), so calibration needs no per-architecture code.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor, nn
 
+from adacal.snn import fused
 from adacal.snn.neurons import IFNeuron, surrogate_floor
 
 MODES = ("relu", "observe", "surrogate", "spike")
@@ -59,7 +58,7 @@ class Site(nn.Module):
         self.sop_counts: list[Tensor] = []
         self.message_counts: list[Tensor] = []
         self.count_spikes = True
-        self.compiled = False  # run each chunk as one torch.compile'd kernel (snn.compile)
+        self.compiled = "auto"  # snn.compile: fused neuron loop (adacal.snn.fused) or eager
         self.neurons_per_sample = 0
         self.register_buffer("theta", torch.ones(1))
         self.register_buffer("bias", torch.zeros(1))
@@ -114,28 +113,61 @@ class Site(nn.Module):
     def spike(self, z: Tensor) -> Tensor:
         """Simulate Tc steps: z [Tc·B, C, ...] -> spike output (values n·θ) of the same shape.
 
+        Per step t: x_t = z_t + b (+ θ/(2T) with ``offset="shift"``), then the neuron's step
+        (v ← v + x_t; s_t = n_t·θ; v ← v − s_t). The state v [B, C, ...] and the output keep
+        the activations' dtype. The chunk runs as one fused kernel (:mod:`adacal.snn.fused`)
+        unless ``compiled`` is ``"false"``, the neuron has its own ``step``, or compilation
+        is unavailable (``"auto"``); the eager loop of in-place steps gives the same bits.
         Spike counts per step and sample ([Tc, B]; a burst of k spikes counts k) are
         appended to ``spike_counts``.
         """
         B = self.batch_size or z.shape[0]
         steps = z.shape[0] // B
         z = z.reshape(steps, B, *z.shape[1:])
-        theta = channel_view(self.theta, z[0]).clamp_min(1e-12)
-        drive = z + channel_view(self.bias, z[0])
-        if self.neuron.offset == "shift":
-            drive = drive + theta / (2 * self.T)
+        theta = channel_view(self.theta, z[0]).clamp_min(1e-12).to(z.dtype)
         if self.v is None:
             start = self._delta(z[0]) + (theta / 2 if self.neuron.offset == "initial" else 0.0)
-            self.v = torch.zeros_like(z[0]) + start
-        if self.compiled:
-            out, self.v = _compiled_chunk()(self.neuron.step, self.v, drive, theta, self.phi)
-        else:
-            out = torch.empty_like(z)
-            for t in range(steps):
-                self.neuron.step_(self.v, drive[t], theta, out[t], self.phi)
+            self.v = (torch.zeros_like(z[0]) + start).to(z.dtype)
+        out = self._fused(z, theta) if fused.supports(self.neuron) else None
+        if out is None:
+            out = self._eager(z, theta)
         if self.count_spikes:
             self._count(out)
         return out.reshape(steps * B, *z.shape[2:])
+
+    def _shift(self, theta: Tensor) -> Tensor | None:
+        """The per-step input shift θ/(2T) (``offset="shift"``), else None."""
+        return theta / (2 * self.T) if self.neuron.offset == "shift" else None
+
+    def _eager(self, z: Tensor, theta: Tensor) -> Tensor:
+        """The reference loop: z [Tc, B, C, ...] -> out [Tc, B, C, ...], in-place steps."""
+        drive = z + channel_view(self.bias, z[0]).to(z.dtype)
+        shift = self._shift(theta)
+        if shift is not None:
+            drive = drive + shift
+        out = torch.empty_like(z)
+        assert self.v is not None
+        for t in range(z.shape[0]):
+            self.neuron.step_(self.v, drive[t], theta, out[t], self.phi)
+        return out
+
+    def _fused(self, z: Tensor, theta: Tensor) -> Tensor | None:
+        """The fused chunk (:func:`adacal.snn.fused.run`), or None for the eager loop."""
+        mode = fused.compile_mode(self.compiled, "site.compiled")
+        if mode == "false" or self.v is None:
+            return None
+        steps, B, C = z.shape[0], z.shape[1], z.shape[2] if z.dim() > 2 else 1
+        S = z[0, 0].numel() // C
+        per_channel = [t.to(z.dtype).expand(C).reshape(C, 1) for t in (self.theta, self.bias)]
+        th = per_channel[0].clamp_min(1e-12)
+        shift = self._shift(th)
+        v = self.v.reshape(B, C, S)
+        res = fused.run(mode, z.reshape(steps, B, C, S), v, th, per_channel[1], shift, self.phi)
+        if res is None:
+            return None
+        out, v_new = res
+        self.v = v_new.reshape(self.v.shape)
+        return out.reshape(z.shape)
 
     def _count(self, out: Tensor) -> None:
         """Spikes and, with ``fanout``, synaptic events and messages per step and sample.
@@ -149,8 +181,11 @@ class Site(nn.Module):
 
         Appends [Tc, B] tensors to ``spike_counts`` (and ``sop_counts``, ``message_counts``).
         One mat-vec for spikes and SOPs; for φ = 1 (n ∈ {0, 1}) messages are the SOPs (the
-        same tensor), for φ > 1 one more mat-vec of the firing mask.
+        same tensor), for φ > 1 one more mat-vec of the firing mask. Counts are float32 even
+        for bf16 / fp16 activations (a low-precision sum would round the counts).
         """
+        if out.dtype in (torch.bfloat16, torch.float16):
+            out = out.float()
         steps, B, shape = out.shape[0], out.shape[1], out.shape[2:]
         ones = torch.ones(1, *shape, device=out.device, dtype=out.dtype)
         inv = (ones / channel_view(self.theta.clamp_min(1e-12), ones)).reshape(-1)
@@ -166,19 +201,3 @@ class Site(nn.Module):
             self.sop_counts.append(sops)
             messages = sops if self.phi == 1 else ((flat > 0).to(out.dtype) @ fan).reshape(steps, B)
             self.message_counts.append(messages)
-
-
-def _chunk(step, v: Tensor, drive: Tensor, theta: Tensor, phi: int) -> tuple[Tensor, Tensor]:
-    """Tc steps of a neuron as one function (for ``torch.compile``): drive [Tc, B, ...]."""
-    outs = []
-    for t in range(drive.shape[0]):
-        out, v = step(v, drive[t], theta, phi)
-        outs.append(out)
-    return torch.stack(outs), v
-
-
-@functools.cache
-def _compiled_chunk():
-    """``torch.compile`` of :func:`_chunk` (one fused kernel per site shape and Tc)."""
-    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-    return torch.compile(_chunk, dynamic=False)
