@@ -104,6 +104,12 @@ def test_bad_value_exits_with_status_2(repo_root, tiny_overrides, tmp_path):
         ("compression=ssc compression.rho=-1", "compression.rho"),
         ("inference=iat inference.confidence=margin", "inference.confidence"),
         ("inference=iat inference.fit_batches=0", "inference.fit_batches"),
+        (
+            "inference=iat inference.frontier.b=[0.2] inference.compare_full=false",
+            "inference.frontier",
+        ),
+        ("inference=iat inference.frontier.b=[2]", "inference.frontier.b"),
+        ("snn.compile=sometimes", "snn.compile"),
         # calibration steps: more images than the calibration set, bad weight calibration
         ("calibration=advanced calibration.steps.1.samples=64", "calibration.steps.1.samples"),
         ("calibration=advanced calibration.steps.0.samples=0", "calibration.steps.0.samples"),

@@ -235,3 +235,28 @@ def test_burst_names():
     assert keys.burst_name("saving_vs_baseline", keys.MESSAGES) == "saving_vs_baseline_messages"
     with pytest.raises(ValueError, match="unknown energy convention"):
         keys.burst_name("sops", "bits")
+
+
+def test_records_without_messages_get_them_only_where_if_makes_them_exact():
+    from adacal.reporting.records import if_messages
+
+    old = {  # an IF record and its baseline written before the messages convention
+        "snn/test/energy_uj_T8": 49.0,
+        "snn/test/sops_T8": 3.9e7,
+        "snn/test/site2_acs_T8": 1.5e6,
+        "snn/test/acc_T8": 0.7,
+        "snn/baseline/energy_uj_T8": 49.0,
+    }
+    plain_if = {"neuron": {"_target_": "adacal.snn.neurons.IFNeuron"}, "compression": {}}
+    got = if_messages(old, plain_if)
+    assert got["snn/test/energy_messages_uj_T8"] == 49.0
+    assert got["snn/test/sops_messages_T8"] == 3.9e7
+    assert got["snn/test/site2_acs_messages_T8"] == 1.5e6
+    assert got["snn/baseline/energy_messages_uj_T8"] == 49.0
+    assert "snn/test/acc_messages_T8" not in got
+    burst = {"neuron": {"_target_": "adacal.snn.neurons.BurstNeuron"}}
+    got = if_messages(old, burst)  # a burst of k is not one message: only the IF baseline
+    assert "snn/test/energy_messages_uj_T8" not in got
+    assert got["snn/baseline/energy_messages_uj_T8"] == 49.0
+    kept = if_messages({**old, "snn/test/energy_messages_uj_T8": 1.0}, plain_if)
+    assert kept["snn/test/energy_messages_uj_T8"] == 1.0  # a measured value is never replaced

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from adacal import keys
 from adacal.reporting.metrics_file import write_failure, write_metrics
 from adacal.reporting.plots import pareto_front
 from adacal.reporting.records import RunRecord, find_runs, matches, split_record, wandb_runs
@@ -88,6 +90,8 @@ def test_every_sweep_combination_composes_and_fills_the_rows(spec, compose_confi
                 metrics["snn/uncompressed/acc_T4"] = 0.5
             if config["inference"].get("compare_full") and config["inference"].get("_target_"):
                 metrics["snn/full/acc_T4"] = 0.5
+                for point in instantiate(cfg.inference).points():  # replayed exit policies
+                    metrics[keys.key(keys.replay(point[0]), "acc", 4)] = 0.5
             entries += split_record(RunRecord(tmp_path, "ok", config, metrics))
     for row in spec.rows:
         assert any(matches(e, row.select, row.exclude) for e in entries), (

@@ -20,7 +20,8 @@ Energy conventions (:data:`BURSTS`, :mod:`adacal.metrics.energy`): the names ``a
 
 Prefixes: :data:`TEST` (the method), :data:`BASELINE` (the SNN Calibration baseline at the
 same T), :data:`FULL` (an IAT network with every sample running T steps),
-:data:`UNCOMPRESSED` (the network before SSC), :data:`TIME` (seconds), and per search
+:data:`UNCOMPRESSED` (the network before SSC), :func:`replay` (``snn/replay/<point>``: an exit
+policy scored from the :data:`FULL` pass), :data:`TIME` (seconds), and per search
 ``snn/<search>`` (:data:`ADAFIRE`: φ per site, ``snn/ssc``: ratio per site).
 
 Pure string functions: this module imports nothing from :mod:`adacal` (the bottom layer).
@@ -37,6 +38,7 @@ TEST = "snn/test"
 BASELINE = "snn/baseline"
 FULL = "snn/full"
 UNCOMPRESSED = "snn/uncompressed"
+REPLAY = "snn/replay"  # + /<point>: an exit policy replayed from the full pass (snn.exit_replay)
 TIME = "snn/time"
 ADAFIRE = "snn/adafire"
 ANN_MACS = "ann/macs"
@@ -148,6 +150,19 @@ def snn(name: str) -> str:
     """The prefix ``snn/{name}`` of an SNN record (``test``, ``baseline``, ``full``) or a
     search's per-site choices (``snn("ssc")`` → ``snn/ssc``)."""
     return f"snn/{name}"
+
+
+def replay(point: str) -> str:
+    """The prefix ``snn/replay/{point}`` of a replayed exit policy (``entropy_b0.2``)."""
+    if not point or "/" in point:
+        raise ValueError(f"a replayed exit policy needs a name without '/', got {point!r}")
+    return f"{REPLAY}/{point}"
+
+
+def replay_points(metrics: Iterable[str]) -> list[str]:
+    """The names of the replayed exit policies with a key in ``metrics``, sorted."""
+    found = {text[len(REPLAY) + 1 :].split("/")[0] for text in metrics if under(text, REPLAY)}
+    return sorted(p for p in found if p)
 
 
 def snn_name(prefix: str) -> str | None:

@@ -162,7 +162,7 @@ def snn_parts(cfg: DictConfig) -> SNNParts:
         chunk=cfg.snn.chunk,
         batch_size=cfg.calibration.batch_size,
         progress=bool(cfg.progress and sys.stderr.isatty()),
-        compiled=bool(cfg.snn.compile),
+        compiled=cfg.snn.compile,  # validated by SNNParts (ConfigError naming snn.compile)
         compare_baseline=bool(cfg.snn.compare_baseline),
     )
 
@@ -182,7 +182,13 @@ def _fit_set(datamodule: Any, seed: int, device: torch.device, n: int) -> tuple[
 
 
 def _evaluate(
-    cfg: DictConfig, datamodule: Any, scorer: Any, net: Any, T: int, exit_thresholds: Any = None
+    cfg: DictConfig,
+    datamodule: Any,
+    scorer: Any,
+    net: Any,
+    T: int,
+    exit_thresholds: Any = None,
+    replay: Any = (),
 ) -> dict[str, Any]:
     """:func:`adacal.stages.evaluate.evaluate` on this run's test set (looked up at call time)."""
-    return evaluate(cfg, net, datamodule, T, exit_thresholds, scorer=scorer)
+    return evaluate(cfg, net, datamodule, T, exit_thresholds, scorer=scorer, replay=replay)

@@ -25,7 +25,9 @@ exactly the definition above.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,6 +41,7 @@ from adacal.snn.early_exit import (
     confidence,
     simulate_early_exit,
 )
+from adacal.snn.exit_replay import ExitPoint
 from adacal.snn.simulate import anytime_logits, simulate
 
 
@@ -60,6 +63,40 @@ def exit_thresholds_from_entropy(mean_entropy: Tensor, a: float, b: float) -> Te
 
 
 @torch.no_grad()
+def mean_uncertainty(
+    net: SpikingNetwork,
+    images: Tensor,
+    labels: Tensor,
+    T: int,
+    metrics: tuple[str, ...] = ("entropy",),
+    batch_size: int = 256,
+    chunk: int | None = 8,
+) -> dict[str, Tensor]:
+    """Ē_t [T] for each confidence measure in ``metrics``, from one T-step simulation of the
+    (training) images [N, C, H, W] with labels [N]: the mean uncertainty 1 − c_t over the
+    samples whose prediction after t steps is correct (all samples at a t where none is).
+    Dense outputs: labels [N, H, W], samples weighted by their pixel accuracy."""
+    for metric in metrics:
+        check_metric(metric)
+    if T < 1 or len(images) == 0:
+        raise ValueError(f"need T >= 1 and at least one image, got T={T}, {len(images)} images")
+    device = _device(net)
+    # per metric: Σ unc·right, Σ right, Σ unc over the samples, at each t
+    sums = {m: torch.zeros(3, T, dtype=torch.float64) for m in metrics}
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
+        out = anytime_logits(simulate(net, x.to(device), T, chunk))  # [T, B, K, ...]
+        right = correctness(out, y.to(device))
+        for metric in metrics:
+            unc = 1 - confidence(out.flatten(0, 1), metric).reshape(T, -1)
+            r = right.to(unc.dtype)
+            sums[metric] += torch.stack([(unc * r).sum(1), r.sum(1), unc.sum(1)]).double().cpu()
+    out_means = {}
+    for metric, s in sums.items():
+        mean_all = s[2] / len(images)
+        out_means[metric] = torch.where(s[1] > 0, s[0] / s[1].clamp_min(1e-12), mean_all)
+    return out_means
+
+
 def fit_exit_thresholds(
     net: SpikingNetwork,
     images: Tensor,
@@ -71,25 +108,9 @@ def fit_exit_thresholds(
     batch_size: int = 256,
     chunk: int | None = 8,
 ) -> Tensor:
-    """Fit the exit thresholds η [T] on (training) images [N, C, H, W] with labels [N].
-
-    Simulates all T steps in batches; Ē_t [T] is the mean uncertainty 1 − c_t over the
-    samples whose prediction after t steps is correct (all samples at a t where none is),
-    and η_t = a + b · exp(min_s Ē_s − Ē_t) (:func:`exit_thresholds_from_entropy`). Dense
-    outputs: labels [N, H, W], samples weighted by their pixel accuracy (module docstring).
-    """
-    check_metric(metric)
-    if T < 1 or len(images) == 0:
-        raise ValueError(f"need T >= 1 and at least one image, got T={T}, {len(images)} images")
-    device = _device(net)
-    sums = torch.zeros(3, T, dtype=torch.float64)  # Σ unc over correct, # correct, Σ unc
-    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        out = anytime_logits(simulate(net, x.to(device), T, chunk))  # [T, B, K, ...]
-        unc = 1 - confidence(out.flatten(0, 1), metric).reshape(T, -1)
-        right = correctness(out, y.to(device)).to(unc.dtype)
-        sums += torch.stack([(unc * right).sum(1), right.sum(1), unc.sum(1)]).double().cpu()
-    mean_all = sums[2] / len(images)
-    mean = torch.where(sums[1] > 0, sums[0] / sums[1].clamp_min(1e-12), mean_all)
+    """Fit the exit thresholds η [T] on (training) images [N, C, H, W] with labels [N]:
+    η_t = a + b · exp(min_s Ē_s − Ē_t) with Ē from :func:`mean_uncertainty`."""
+    mean = mean_uncertainty(net, images, labels, T, (metric,), batch_size, chunk)[metric]
     return exit_thresholds_from_entropy(mean, a, b).float()
 
 
@@ -102,7 +123,13 @@ def _device(net: SpikingNetwork) -> torch.device:
 @dataclass
 class IATPolicy:
     """``inference=iat``: exit thresholds η_t = a + b · exp(min_s Ē_s − Ē_t), fitted on
-    ``fit_batches`` batches of ``batch_size`` training images (see the module docstring)."""
+    ``fit_batches`` batches of ``batch_size`` training images (see the module docstring).
+
+    ``frontier`` (``{b: [...], confidence: [...]}``, a = 1 − b for each point) names further
+    exit policies that are fitted on the same images (one simulation for all) and replayed
+    from the full T-step pass of ``compare_full`` (:mod:`adacal.snn.exit_replay`), so one run
+    measures the whole accuracy–latency frontier.
+    """
 
     name: str = "iat"
     confidence: str = "entropy"
@@ -111,6 +138,9 @@ class IATPolicy:
     fit_batches: int = 4
     batch_size: int = 256
     compare_full: bool = True
+    frontier: Mapping[str, Any] = field(
+        default_factory=lambda: {"b": [], "confidence": ["entropy", "maxprob"]}
+    )
 
     def __post_init__(self) -> None:
         check_metric(self.confidence)
@@ -126,13 +156,65 @@ class IATPolicy:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"inference.{key}", f"must be an integer >= 1, got {value!r}")
+        self.points()  # validates inference.frontier
+        if self.points() and not self.compare_full:
+            raise ConfigError(
+                "inference.frontier",
+                "is replayed from the full T-step pass; set inference.compare_full=true "
+                "or inference.frontier.b=[]",
+            )
+
+    def points(self) -> list[tuple[str, str, float, float]]:
+        """The frontier's exit policies as (name, confidence, a, b), a = 1 − b."""
+        front = dict(self.frontier or {})
+        unknown = set(front) - {"b", "confidence"}
+        if unknown:
+            raise ConfigError(
+                "inference.frontier", f"unknown keys {sorted(unknown)}; use b and confidence"
+            )
+        bs = _floats(front.get("b") or [], "inference.frontier.b")
+        metrics = front.get("confidence") or [self.confidence]
+        if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+            raise ConfigError("inference.frontier.confidence", f"must be a list, got {metrics!r}")
+        out = []
+        for metric in metrics:
+            check_metric(str(metric))
+            for b in bs:
+                if not 0 < b <= 1:
+                    raise ConfigError(
+                        "inference.frontier.b", f"each b must be in (0, 1] (a = 1 − b), got {b}"
+                    )
+                out.append((f"{metric}_b{b:g}", str(metric), 1 - b, b))
+        return out
 
     def fit(self, net: SpikingNetwork, images: Tensor, labels: Tensor, T: int) -> Tensor:
         """Exit thresholds η [T] from the first fit_batches · batch_size images [N, C, H, W]."""
+        return self.fit_all(net, images, labels, T)[0]
+
+    def fit_all(
+        self, net: SpikingNetwork, images: Tensor, labels: Tensor, T: int
+    ) -> tuple[Tensor, list[ExitPoint]]:
+        """η [T] of this policy and the frontier's :class:`ExitPoint` s, from one simulation of
+        the first fit_batches · batch_size images."""
         n = self.fit_batches * self.batch_size
-        return fit_exit_thresholds(
-            net, images[:n], labels[:n], T, self.a, self.b, self.confidence, self.batch_size
-        )
+        points = self.points()
+        metrics = tuple(dict.fromkeys([self.confidence, *(p[1] for p in points)]))
+        mean = mean_uncertainty(net, images[:n], labels[:n], T, metrics, self.batch_size)
+        eta = exit_thresholds_from_entropy(mean[self.confidence], self.a, self.b).float()
+        front = [
+            ExitPoint(name, metric, a, b, exit_thresholds_from_entropy(mean[metric], a, b).float())
+            for name, metric, a, b in points
+        ]
+        return eta, front
+
+
+def _floats(values: Any, key: str) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigError(key, f"must be a list of numbers, got {values!r}")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"must be a list of numbers, got {list(values)!r}") from None
 
 
 __all__ = [
@@ -144,5 +226,6 @@ __all__ = [
     "correctness",
     "exit_thresholds_from_entropy",
     "fit_exit_thresholds",
+    "mean_uncertainty",
     "simulate_early_exit",
 ]

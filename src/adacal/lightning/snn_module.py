@@ -14,6 +14,7 @@ timesteps are reported, and spikes/SOPs/messages count only the steps actually s
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -24,6 +25,7 @@ from torchmetrics import Metric
 from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.early_exit import check_metric, simulate_early_exit
+from adacal.snn.exit_replay import ExitPoint, at_exit, counts_to_exit, exit_index, running_means
 from adacal.snn.simulate import (
     anytime_logits,
     message_totals,
@@ -88,6 +90,10 @@ class SNNEvaluator(L.LightningModule):
     ``anytime`` is then ignored and the results are ``acc_t{T}`` = ``acc_exit`` (accuracy
     at exit), ``mean_timesteps``, ``exit_hist`` (fraction exiting at t = 1..T) and the
     spikes/SOPs/messages of the simulated steps only.
+
+    With ``replay`` (full T-step passes only) each :class:`~adacal.snn.exit_replay.ExitPoint`
+    is also scored as if its exit policy had run (:mod:`adacal.snn.exit_replay`):
+    ``results["replay"][name]`` holds the same keys as an exit run.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class SNNEvaluator(L.LightningModule):
         exit_thresholds: Tensor | None = None,
         confidence: str = "entropy",
         scorer: Scorer | None = None,
+        replay: Sequence[ExitPoint] = (),
     ) -> None:
         super().__init__()
         self.net = net
@@ -126,6 +133,11 @@ class SNNEvaluator(L.LightningModule):
         sizes["site_messages"] = L_
         if self.exit_thresholds is not None:
             sizes.update(exit_hist=self.T, timesteps=1)
+        self.replay = list(replay) if self.exit_thresholds is None and self.T > 0 else []
+        for j in range(len(self.replay)):
+            part = {**self.scorer.sizes(1), "site_spikes": L_, "site_sops": L_}
+            part.update(site_messages=L_, exit_hist=self.T, timesteps=1)
+            sizes.update({f"r{j}_{name}": size for name, size in part.items()})
         self.counts = Counts(sizes)
         self.results: dict[str, float | list[float]] = {}
 
@@ -149,12 +161,16 @@ class SNNEvaluator(L.LightningModule):
             spikes = torch.zeros(max(1, len(self.net.sites)), device=x.device)
             sops = messages = spikes
         else:
-            logits = anytime_logits(simulate(self.net, x, self.T, self.chunk))
-            spikes = spike_totals(self.net).sum((1, 2))
-            sops = messages = 0 * spikes
+            per_step = simulate(self.net, x, self.T, self.chunk)
+            logits = anytime_logits(per_step)
+            every = {"site_spikes": spike_totals(self.net)}  # [L, T, B]
             if self._has_fanout():
-                sops = sop_totals(self.net).sum((1, 2))
-                messages = message_totals(self.net).sum((1, 2))
+                every.update(site_sops=sop_totals(self.net), site_messages=message_totals(self.net))
+            spikes = every["site_spikes"].sum((1, 2))
+            sops = every["site_sops"].sum((1, 2)) if "site_sops" in every else 0 * spikes
+            messages = every["site_messages"].sum((1, 2)) if "site_messages" in every else sops
+            if self.replay:
+                self._replay_step(per_step, y, every)
         index = torch.tensor([t - 1 for t in self.steps], device=x.device)
         scored = self.scorer.counts(logits[index], y)
         self.counts.update(**scored, site_spikes=spikes, site_sops=sops, site_messages=messages)
@@ -175,28 +191,59 @@ class SNNEvaluator(L.LightningModule):
             timesteps=res.exit_step.sum().reshape(1),
         )
 
+    def _replay_step(self, per_step: Tensor, y: Tensor, every: dict[str, Tensor]) -> None:
+        """Score every replayed exit policy on this batch: per_step [T, B, ...] outputs,
+        ``every`` the per-site per-step per-sample counts [L, T, B]."""
+        means = running_means(per_step)
+        for j, point in enumerate(self.replay):
+            index = exit_index(means, point.eta, point.confidence)
+            part = {
+                **self.scorer.counts(at_exit(means, index).unsqueeze(0), y),
+                **{name: counts_to_exit(c, index) for name, c in every.items()},
+                "exit_hist": torch.bincount(index, minlength=self.T),
+                "timesteps": (index + 1).sum().reshape(1),
+            }
+            self.counts.update(**{f"r{j}_{name}": value for name, value in part.items()})
+
     def _has_fanout(self) -> bool:
         return bool(self.net.sites) and all(s.fanout is not None for s in self.net.sites)
 
     def on_test_epoch_end(self) -> None:
         c = self.counts.totals()
+        exits = self.exit_thresholds is not None
+        self.results = self._summary(c, self.steps, exits)
+        if self.replay:
+            self.results["replay"] = {
+                point.name: self._summary(
+                    {k[len(f"r{j}_") :]: v for k, v in c.items() if k.startswith(f"r{j}_")},
+                    [self.T],
+                    exits=True,
+                )
+                for j, point in enumerate(self.replay)
+            }
+        self.counts.reset()
+        per_site = self.results["site_spikes"]
+        scalars = {k: v for k, v in self.results.items() if isinstance(v, float)}
+        scalars.update({f"site{i}_spikes": v for i, v in enumerate(per_site)})
+        self.log_dict(scalars)  # also returned by trainer.test (and by spawned DDP workers)
+
+    def _summary(self, c: dict[str, Tensor], steps: list[int], exits: bool) -> dict[str, Any]:
+        """Scores and per-image counts from the summed counts ``c`` (``exits``: also the
+        accuracy at exit, the mean timesteps and the exit histogram)."""
         n = float(c["samples"].item())
-        self.results = {**self.scorer.scores(c, self.steps), **self.scorer.extras(c)}
-        if self.exit_thresholds is not None:
+        out: dict[str, Any] = {**self.scorer.scores(c, steps), **self.scorer.extras(c)}
+        if exits:
             head = self.scorer.names[0]
-            self.results.update(
-                **{f"{head}_exit": self.results[f"{head}_t{self.T}"]},
+            out.update(
+                **{f"{head}_exit": out[f"{head}_t{self.T}"]},
                 mean_timesteps=float(c["timesteps"].item()) / n,
                 exit_hist=(c["exit_hist"] / n).tolist(),
             )
         per_site = (c["site_spikes"] / n).tolist()
-        self.results.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
+        out.update(samples=n, spikes=float(sum(per_site)), site_spikes=per_site)
         if self.T and self._has_fanout():
             site_sops = (c["site_sops"] / n).tolist()
-            self.results.update(sops=float(sum(site_sops)), site_sops=site_sops)
+            out.update(sops=float(sum(site_sops)), site_sops=site_sops)
             site_messages = (c["site_messages"] / n).tolist()
-            self.results.update(messages=float(sum(site_messages)), site_messages=site_messages)
-        self.counts.reset()
-        scalars = {k: v for k, v in self.results.items() if isinstance(v, float)}
-        scalars.update({f"site{i}_spikes": v for i, v in enumerate(per_site)})
-        self.log_dict(scalars)  # also returned by trainer.test (and by spawned DDP workers)
+            out.update(messages=float(sum(site_messages)), site_messages=site_messages)
+        return out

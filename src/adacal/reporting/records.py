@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +128,38 @@ def read_run(folder: Path) -> RunRecord:
         folder=folder,
         status=str(record.get("status", "failed")),
         config=dict(config),
-        metrics=dict(record.get("metrics", {})),
+        metrics=if_messages(dict(record.get("metrics", {})), config),
         overrides=tuple(overrides),
         error=record.get("error"),
         choices=dict(record.get("choices") or {}),
     )
+
+
+# the energy names whose messages form an IF network shares (adacal.keys.burst_name)
+_ENERGY_NAMES = ("acs", "sops", "energy_uj", "saving_vs_ann", "saving_vs_baseline")
+
+
+def if_messages(metrics: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the ``messages`` energy keys of IF networks filled in where a record
+    written before that convention lacks them: an IF neuron fires at most one spike per step,
+    so each spike is one message and the two conventions agree exactly. Applies to the
+    SNN Calibration baseline (``snn/baseline/``, always IF) and, for a run whose neuron is IF
+    without compression or exits, to its ``snn/test/`` keys; existing keys are kept."""
+    neuron = str((config.get("neuron") or {}).get("_target_", ""))
+    plain_if = neuron.endswith(".IFNeuron") and not (config.get("compression") or {}).get(
+        "_target_"
+    )
+    plain_if = plain_if and not (config.get("inference") or {}).get("_target_")
+    prefixes = (keys.BASELINE, keys.TEST) if plain_if else (keys.BASELINE,)
+    out = dict(metrics)
+    for text, value in metrics.items():
+        k = keys.parse(text)
+        if k is None or k.prefix not in prefixes or k.cls is not None or k.step is not None:
+            continue
+        if k.name in _ENERGY_NAMES:
+            twin = keys.Key(k.prefix, keys.burst_name(k.name, keys.MESSAGES), k.T, site=k.site)
+            out.setdefault(twin.text(), value)
+    return out
 
 
 def find_runs(roots: Sequence[str | Path]) -> list[RunRecord]:
@@ -161,7 +188,8 @@ def split_record(run: RunRecord) -> list[Entry]:
 
     Sub-records ``snn/uncompressed/*`` (the network before SSC: the neuron's label alone)
     and ``snn/full/*`` (an IAT network with every sample running T steps: the label
-    without ``+ iat``) become entries of their own; keys outside ``snn/test/`` (ANN,
+    without ``+ iat``) become entries of their own, and so does each replayed exit policy
+    ``snn/replay/<point>/*`` (:func:`replayed_run`); keys outside ``snn/test/`` (ANN,
     baseline, timing) are shared by all entries of the run.
     """
     label = run.method
@@ -175,8 +203,27 @@ def split_record(run: RunRecord) -> list[Entry]:
         part = {moved: v for k, v in metrics.items() if (moved := keys.move(k, prefix, keys.TEST))}
         if part:
             entries.append(Entry(name, run, {**shared, **part}))
+    for point in keys.replay_points(metrics):
+        prefix = keys.replay(point)
+        part = {moved: v for k, v in metrics.items() if (moved := keys.move(k, prefix, keys.TEST))}
+        entries.append(Entry(label, replayed_run(run, point), {**shared, **part}))
     entries.append(Entry(label, run, dict(metrics)))
     return entries
+
+
+def replayed_run(run: RunRecord, point: str) -> RunRecord:
+    """``run`` as seen by a replayed exit policy (``snn/replay/<point>``): its config's
+    ``inference`` carries that policy's ``confidence``, ``a`` and ``b`` (read off the name
+    ``<confidence>_b<b>``, a = 1 − b) and ``replayed: true``,
+    so table rows select it like a run of its own."""
+    inference = dict(run.config.get("inference") or {})
+    confidence, _, b = point.rpartition("_b")
+    try:
+        inference.update(confidence=confidence, b=float(b), a=1 - float(b))
+    except ValueError:
+        inference.update(confidence=point)
+    inference["replayed"] = True
+    return replace(run, config={**run.config, "inference": inference})
 
 
 def config_value(config: Mapping[str, Any], dotted: str) -> Any:

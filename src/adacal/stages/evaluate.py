@@ -23,9 +23,11 @@ def evaluate(
     T: int,
     exit_thresholds: Any = None,
     scorer: Any = None,
+    replay: Any = (),
 ) -> dict[str, Any]:
     """Test-set pass through :class:`SNNEvaluator` (T = 0: the ANN; IAT with exit thresholds
-    η [T]); returns the evaluator's results (scores at every anytime step, spikes, SOPs)."""
+    η [T]; with ``replay`` exit policies also scored from the full pass); returns the evaluator's
+    results (scores at every anytime step, spikes, SOPs)."""
     extra: dict[str, Any] = {
         "scorer": scorer if scorer is not None else instantiate(cfg.task.scorer)
     }
@@ -39,6 +41,7 @@ def evaluate(
         chunk=cfg.snn.chunk,
         batch_size=cfg.snn.batch_size,
         num_workers=cfg.dataset.num_workers,
+        replay=replay,
         **extra,
     )
     # float32 whatever the training precision: the simulation's thresholds and spike counts

@@ -4,7 +4,8 @@ Per T (DESIGN.md §3): convert the ANN with the neuron, run the calibration reci
 the search, the calibration steps, compression), fit the exit thresholds (IAT), evaluate on
 the test set, and the evaluation variants a method asks for: the network before compression
 (``compression.compare_uncompressed``), the same network without exits
-(``inference.compare_full``) and the SNN Calibration baseline (IF neuron, same calibration,
+(``inference.compare_full``, which also replays the exit policies of ``inference.frontier``)
+and the SNN Calibration baseline (IF neuron, same calibration,
 same T; ``snn.compare_baseline``), whose energy gives the saving. Every object arrives built
 (:class:`SNNParts`); the network's cost structure is analysed once per run
 (:class:`~adacal.metrics.energy.CostModel`).
@@ -35,6 +36,7 @@ from adacal.reporting.run_metrics import (
     search_metrics,
     snn_metrics,
 )
+from adacal.snn import fused
 from adacal.snn.convert import SpikingNetwork, convert
 from adacal.snn.neurons import IFNeuron
 
@@ -61,8 +63,11 @@ class SNNParts:
     chunk: int | None = 8
     batch_size: int = 128
     progress: bool = False
-    compiled: bool = False
+    compiled: bool | str = "auto"
     compare_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        self.compiled = fused.compile_mode(self.compiled)  # ConfigError naming snn.compile
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -122,6 +127,7 @@ def run_T(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Everything for one T: (its metrics, the search record)."""
     names = parts.names
+    compile_start = fused.compile_seconds()
     kept: list[SpikingNetwork] = []
     net, record, calib_s = convert_and_calibrate(
         parts, model, images, T, parts.neuron, parts.compression, cost, keep=kept
@@ -132,11 +138,22 @@ def run_T(
         metrics.update(score_metrics(keys.UNCOMPRESSED, full, T, names))
         metrics.update(energy_metrics(cost, kept[0].sites, full, T, keys.UNCOMPRESSED))
         del kept[:]
-    eta = None
+    eta, points = None, []
     if parts.policy is not None:
         x_fit, y_fit = fit_set(int(parts.policy.fit_batches) * int(parts.policy.batch_size))
-        eta = parts.policy.fit(net, x_fit, y_fit, T)
+        eta, points = parts.policy.fit_all(net, x_fit, y_fit, T)
         record["iat"] = {"eta": eta.tolist(), "fit_images": int(x_fit.shape[0])}
+        if points:
+            record["iat"]["frontier"] = [
+                {
+                    "name": p.name,
+                    "confidence": p.confidence,
+                    "a": p.a,
+                    "b": p.b,
+                    "eta": p.eta.tolist(),
+                }
+                for p in points
+            ]
     start = time.perf_counter()
     res = evaluate(net, T, exit_thresholds=eta)
     eval_s = time.perf_counter() - start
@@ -145,10 +162,14 @@ def run_T(
     metrics.update(energy_metrics(cost, net.sites, res, T, keys.TEST))
     if parts.policy is not None and parts.policy.compare_full:  # the same network, no exits
         start = time.perf_counter()
-        full = evaluate(net, T)
+        full = evaluate(net, T, replay=points) if points else evaluate(net, T)
         metrics[keys.key(keys.TIME, "evaluation_full_s", T)] = time.perf_counter() - start
         metrics.update(score_metrics(keys.FULL, full, T, names))
         metrics.update(energy_metrics(cost, net.sites, full, T, keys.FULL))
+        for name, res_point in full.get("replay", {}).items():  # the frontier, replayed
+            prefix = keys.replay(name)
+            metrics.update(score_metrics(prefix, res_point, T, names))
+            metrics.update(energy_metrics(cost, net.sites, res_point, T, prefix))
     if parts.compare_baseline:
         if parts.is_baseline:
             base_res, base_sites = res, net.sites
@@ -161,6 +182,8 @@ def run_T(
         metrics.update(baseline_energy_metrics(cost, base_sites, base_res, T))
         metrics.update(score_metrics(keys.BASELINE, base_res, T, names))
         metrics.update(saving_metrics(metrics, T))
+    # first calls of new fused neuron kernels at this T (adacal.snn.fused), in the times above
+    metrics[keys.key(keys.TIME, "compile_s", T)] = fused.compile_seconds() - compile_start
     log.info(
         "T=%d: %s %.2f%% (calibration %.1fs, evaluation %.1fs)",
         T,
