@@ -82,6 +82,7 @@ def _failing_compile():
 def test_auto_falls_back_to_the_eager_loop_once(monkeypatch, caplog):
     monkeypatch.setattr(fused, "_compiled", _failing_compile)
     monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fused, "RENT_SECONDS", 0.0)  # compile at the first chunk
     torch.manual_seed(1)
     z = torch.randn(T, 2, 4, 3, 3)
     theta = torch.tensor([0.3, 0.7, 1.1, 0.5])
@@ -102,6 +103,35 @@ def test_auto_runs_small_chunks_in_the_eager_loop(monkeypatch):
     site = _site(IFNeuron(), torch.tensor([0.5]), 1, "auto")
     _run(site, torch.randn(T, 2, 4, 3, 3))
     assert fused.available() and fused.kernels_compiled() == 0
+
+
+def test_auto_rents_the_eager_loop_until_it_has_cost_a_compilation(monkeypatch):
+    """Ski rental: under auto a kernel key runs eagerly until its eager chunks have cost
+    RENT_SECONDS, then it is compiled; the numbers are the same bits either way."""
+    calls = []
+
+    def counting():
+        def compiled(*args):
+            calls.append(args[0].shape[0])
+            return fused.chunk(*args)
+
+        return compiled
+
+    monkeypatch.setattr(fused, "_compiled", counting)
+    monkeypatch.setattr(fused, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fused, "RENT_SECONDS", 3600.0)
+    z = torch.randn(T, 2, 4, 3, 3)
+    theta = torch.tensor([0.3, 0.7, 1.1, 0.5])
+    eager = _run(_site(BurstNeuron(phi=4), theta, 3, "false"), z)
+    site = _site(BurstNeuron(phi=4), theta, 3, "auto")
+    assert torch.equal(_run(site, z), eager)
+    assert calls == [] and fused.kernels_compiled() == 0  # renting: chunks of 3, 3, 2
+    rent = dict(fused._rent)
+    assert len(rent) == 2 and all(seconds > 0 for seconds in rent.values())  # Tc = 3 and 2
+    monkeypatch.setattr(fused, "RENT_SECONDS", min(rent.values()) / 2)  # both paid for now
+    assert torch.equal(_run(site, z), eager)
+    assert calls == [3, 3, 2] and fused.kernels_compiled() == 2
+    assert fused._rent == rent  # compiled kernels pay no more rent
 
 
 def test_eager_state_keeps_the_activations_dtype():

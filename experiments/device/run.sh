@@ -56,6 +56,13 @@ $PY experiments/device/plan.py --results "$RESULTS" --budget "$LEFT" --lanes "$L
 RC=${PIPESTATUS[0]}
 kill $PACKER 2>/dev/null; pack
 timeout 40 $PY benchmarks/data_path.py --batches 20 --workers 6 2>&1 | tail -5 | tee -a "$OUT/plan.log"
+if [ "${SIMBENCH:-0}" -gt 0 ]; then  # seconds for the neuron-loop benchmark on the GPU (fp32, bf16)
+  for dtype in fp32 bf16; do
+    timeout $(( SIMBENCH / 2 )) $PY benchmarks/simulation_speed.py --device cuda --dtype $dtype \
+      --clock wall --models resnet20 vgg16 --neuron if burst --variants fused eager --repeats 3 \
+      2>&1 | grep '^|' | tee -a "$OUT/plan.log"
+  done
+fi
 cp "$RESULTS/plan_status.json" "$OUT/" 2>/dev/null
 log "done (plan exit $RC) after $(( $(date +%s) - START ))s"
 exit $RC

@@ -24,11 +24,15 @@ chunk and the last, shorter chunk, for IF and for burst sites); each first call 
 add up in :func:`compile_seconds`.
 
 ``snn.compile`` (:func:`compile_mode`): ``auto`` (the default) uses the fused kernel where
-``torch.compile`` works and the chunk is large enough to repay a compilation (at least
-:data:`MIN_ELEMENTS` elements: real networks, not unit-test toys), and falls back, exactly and
-with one log line, to the eager loop where it does not work (no C++ compiler, an unsupported
-device, a failing backend); ``true`` always uses it (errors propagate); ``false`` always runs
-the eager loop. Both loops give the same bits, so mixing them is harmless.
+``torch.compile`` works and the work repays a compilation, and falls back, exactly and with one
+log line, to the eager loop where it does not work (no C++ compiler, an unsupported device, a
+failing backend); ``true`` always uses it (errors propagate); ``false`` always runs the eager
+loop. Both loops give the same bits, so mixing them is harmless. "Repays" is the ski-rental
+rule: a kernel key runs eagerly ("rents") until its eager chunks have cost
+:data:`RENT_SECONDS` in this process, about what compiling it costs, and is compiled ("bought")
+then; so a short run (the digits default job, a unit test) never pays for a compilation and a
+long one (a CIFAR test set at T = 32) pays at most about twice the better of the two choices.
+Chunks under :data:`MIN_ELEMENTS` elements always run eagerly.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ log = logging.getLogger("adacal")
 MODES = ("auto", "true", "false")
 KEY = "snn.compile"
 MIN_ELEMENTS = 2**18  # auto: smaller chunks (Tc·B·C·S) run the eager loop, no compilation
+RENT_SECONDS = 20.0  # auto: eager seconds a kernel key runs before it is compiled (ski rental)
 
 _state: dict[str, object] = {"available": True, "seconds": 0.0, "kernels": 0}
 _seen: set[tuple[object, ...]] = set()
+_rent: dict[tuple[object, ...], float] = {}
 
 
 def compile_mode(value: object, key: str = KEY) -> str:
@@ -119,19 +125,35 @@ def reset() -> None:
     """Forget the failure flag, the timings and which kernels were seen (tests); dynamo keeps
     its compiled code, so a kernel seen again is not compiled again."""
     _seen.clear()
+    _rent.clear()
     _state.update(available=True, seconds=0.0, kernels=0)
+
+
+def kernel_key(z: Tensor, phi: int, shift: Tensor | None) -> tuple[object, ...]:
+    """What a compiled kernel is specialised on, for z [Tc, B, C, S]: Tc, φ = 1 or not, the
+    offset, sizes of 1 (B, S), dtype and device."""
+    key = (z.shape[0], phi == 1, shift is None, z.shape[1] == 1, z.shape[3] == 1)
+    return (*key, z.dtype, z.device.type)
+
+
+def pay_rent(key: tuple[object, ...], seconds: float) -> None:
+    """Record ``seconds`` of eager loop spent on chunks of ``key`` (``auto``'s ski rental)."""
+    _rent[key] = _rent.get(key, 0.0) + seconds
 
 
 def run(
     mode: str, z: Tensor, v: Tensor, theta: Tensor, bias: Tensor, shift: Tensor | None, phi: int
 ) -> tuple[Tensor, Tensor] | None:
     """:func:`chunk` compiled; None when the caller must run the eager loop (``mode`` false;
-    ``auto`` on a chunk under :data:`MIN_ELEMENTS` or after a failed compilation, logged once)."""
+    ``auto`` on a chunk under :data:`MIN_ELEMENTS`, on a key whose eager rent is under
+    :data:`RENT_SECONDS` (the caller then reports it, :func:`pay_rent`), or after a failed
+    compilation, logged once)."""
     if mode == "false" or (mode == "auto" and (not available() or z.numel() < MIN_ELEMENTS)):
         return None
-    key = (z.shape[0], phi == 1, shift is None, z.shape[1] == 1, z.shape[3] == 1)
-    key += (z.dtype, z.device.type)
+    key = kernel_key(z, phi, shift)
     first = key not in _seen
+    if mode == "auto" and first and _rent.get(key, 0.0) < RENT_SECONDS:
+        return None  # still renting: the caller runs the eager loop and pays the rent
     start = time.perf_counter()
     try:
         with shape_config.patch(use_duck_shape=False):  # B = C by chance is no guard
@@ -166,11 +188,14 @@ def run(
 __all__ = [
     "MIN_ELEMENTS",
     "MODES",
+    "RENT_SECONDS",
     "available",
     "chunk",
     "compile_mode",
     "compile_seconds",
+    "kernel_key",
     "kernels_compiled",
+    "pay_rent",
     "reset",
     "run",
     "supports",

@@ -20,6 +20,8 @@ residual add, a concatenation), so calibration needs no per-architecture code.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor, nn
 
@@ -128,9 +130,12 @@ class Site(nn.Module):
         if self.v is None:
             start = self._delta(z[0]) + (theta / 2 if self.neuron.offset == "initial" else 0.0)
             self.v = (torch.zeros_like(z[0]) + start).to(z.dtype)
-        out = self._fused(z, theta) if fused.supports(self.neuron) else None
+        out, key = self._fused(z, theta) if fused.supports(self.neuron) else (None, None)
         if out is None:
+            start = time.perf_counter()
             out = self._eager(z, theta)
+            if key is not None:  # snn.compile=auto is renting the eager loop for this kernel
+                fused.pay_rent(key, time.perf_counter() - start)
         if self.count_spikes:
             self._count(out)
         return out.reshape(steps * B, *z.shape[2:])
@@ -151,23 +156,25 @@ class Site(nn.Module):
             self.neuron.step_(self.v, drive[t], theta, out[t], self.phi)
         return out
 
-    def _fused(self, z: Tensor, theta: Tensor) -> Tensor | None:
-        """The fused chunk (:func:`adacal.snn.fused.run`), or None for the eager loop."""
+    def _fused(self, z: Tensor, theta: Tensor) -> tuple[Tensor | None, tuple | None]:
+        """(the fused chunk (:func:`adacal.snn.fused.run`) or None for the eager loop, the
+        kernel key when the eager loop runs in its place under ``auto``)."""
         mode = fused.compile_mode(self.compiled, "site.compiled")
         if mode == "false" or self.v is None:
-            return None
+            return None, None
         steps, B, C = z.shape[0], z.shape[1], z.shape[2] if z.dim() > 2 else 1
         S = z[0, 0].numel() // C
         per_channel = [t.to(z.dtype).expand(C).reshape(C, 1) for t in (self.theta, self.bias)]
         th = per_channel[0].clamp_min(1e-12)
         shift = self._shift(th)
         v = self.v.reshape(B, C, S)
-        res = fused.run(mode, z.reshape(steps, B, C, S), v, th, per_channel[1], shift, self.phi)
+        z4 = z.reshape(steps, B, C, S)
+        res = fused.run(mode, z4, v, th, per_channel[1], shift, self.phi)
         if res is None:
-            return None
+            return None, (fused.kernel_key(z4, self.phi, shift) if mode == "auto" else None)
         out, v_new = res
         self.v = v_new.reshape(self.v.shape)
-        return out.reshape(z.shape)
+        return out.reshape(z.shape), None
 
     def _count(self, out: Tensor) -> None:
         """Spikes and, with ``fanout``, synaptic events and messages per step and sample.
