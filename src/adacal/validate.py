@@ -121,8 +121,6 @@ def check_values(cfg: DictConfig) -> None:
     if int(cfg.seed) > SEED_MAX:
         raise ConfigError("seed", f"must be at most {SEED_MAX}, got {cfg.seed}")
     if "snn" in list(cfg.stages):
-        from adacal.snn.fused import compile_mode  # the neuron-loop modes live with the loop
-
         compile_mode(cfg.snn.compile)
         integer_list("snn.T", cfg.snn.T, "[2,4,8]")
         anytime = list(cfg.snn.anytime)
@@ -133,6 +131,23 @@ def check_values(cfg: DictConfig) -> None:
         check_step_samples(cfg)
     if not cfg.ann.checkpoint and cfg.ann.train:
         check_training_length(cfg)
+
+
+COMPILE_MODES = ("auto", "true", "false")  # snn.compile: the neuron loop (adacal.snn.fused)
+
+
+def compile_mode(value: object, key: str = "snn.compile") -> str:
+    """``snn.compile`` as one of :data:`COMPILE_MODES` (booleans accepted); anything else
+    raises :class:`ConfigError` naming ``key``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.strip().lower() in COMPILE_MODES:
+        return value.strip().lower()
+    raise ConfigError(
+        key,
+        f"{value!r} is not one of {COMPILE_MODES}; pass {key}=auto (fused neuron loop where "
+        f"torch.compile works, else the eager loop), {key}=true (require it) or {key}=false",
+    )
 
 
 def check_step_samples(cfg: DictConfig) -> None:

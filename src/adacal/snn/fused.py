@@ -46,12 +46,12 @@ import torch
 import torch.fx.experimental._config as shape_config
 from torch import Tensor
 
-from adacal.errors import ConfigError
+from adacal import validate
 from adacal.snn.neurons import IFNeuron, burst_step, if_step
 
 log = logging.getLogger("adacal")
 
-MODES = ("auto", "true", "false")
+MODES = validate.COMPILE_MODES
 KEY = "snn.compile"
 MIN_ELEMENTS = 2**18  # auto: smaller chunks (Tc·B·C·S) run the eager loop, no compilation
 RENT_SECONDS = 20.0  # auto: eager seconds a kernel key runs before it is compiled (ski rental)
@@ -63,16 +63,9 @@ _rent: dict[tuple[object, ...], float] = {}
 
 def compile_mode(value: object, key: str = KEY) -> str:
     """``snn.compile`` as one of ``auto``, ``true``, ``false`` (booleans accepted); anything
-    else raises :class:`~adacal.errors.ConfigError` naming ``key``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and value.strip().lower() in MODES:
-        return value.strip().lower()
-    raise ConfigError(
-        key,
-        f"{value!r} is not one of {MODES}; pass {key}=auto (fused neuron loop where "
-        f"torch.compile works, else the eager loop), {key}=true (require it) or {key}=false",
-    )
+    else raises :class:`~adacal.errors.ConfigError` naming ``key``
+    (:func:`adacal.validate.compile_mode`)."""
+    return validate.compile_mode(value, key)
 
 
 def supports(neuron: IFNeuron) -> bool:
