@@ -1,4 +1,4 @@
-"""The committed thin ResNet-20 on 1,000 real CIFAR-10 test images reproduces what we measured.
+"""The committed thin ResNet-20 on 500 real CIFAR-10 test images reproduces what we measured.
 
 Reads ``../shared/data/cifar10-jpeg.tar.gz`` (extracted once into the git-ignored ``data/``,
 as the README says). Measured values (CPU, this configuration): see ``EXPECTED``.
@@ -13,15 +13,13 @@ import pytest
 from _archives import extracted_archive, realdata_marks
 from adacal.pipeline import run
 
-# Measured on the CPU (2 threads) with exactly these overrides (1,000 test images of the fixed
-# test_limit permutation, 64 calibration images, light calibration, MSE thresholds, T=32).
-# Bias calibration reuses the simulated prefix and runs all 32 steps as one chunk; with
-# calibration.steps.0.reuse_prefix=false (chunks of snn.chunk = 8 steps) the same check
-# measures 0.864: convolutions on other batch shapes round differently and 3 of the 1,000
-# images change class.
+# Measured on the CPU with exactly these overrides (500 test images of the fixed test_limit
+# permutation, 64 calibration images, light calibration, MSE thresholds per layer, T=16): the
+# same values on 2 threads with the fused loop and on 1 thread with snn.compile=false. (T=32
+# on 1,000 images, the earlier check, measured ANN 0.880 / SNN 0.867 and cost 4x the time.)
 pytestmark = realdata_marks("cifar10-jpeg.tar.gz")
 
-EXPECTED = {"ann/test/acc": 0.880, "snn/test/acc_T32": 0.867}
+EXPECTED = {"ann/test/acc": 0.894, "snn/test/acc_T16": 0.832}
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +34,9 @@ def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config
             f"dataset.root={cifar_root}",
             "calibration=light",
             "calibration.threshold.granularity=layer",  # as measured (light's default: channel)
-            "snn.T=[32]",
-            "snn.anytime=[8,16,32]",
-            "dataset.test_limit=1000",
+            "snn.T=[16]",
+            "snn.anytime=[4,8,16]",
+            "dataset.test_limit=500",
             "calibration.num_samples=64",
             "logger=none",
             "progress=false",
@@ -51,7 +49,7 @@ def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config
     assert record["status"] == "ok"
     assert record["metrics"]["ann/test/acc"] == pytest.approx(metrics["ann/test/acc"])
     for key, expected in EXPECTED.items():
-        # 1,000 images: one image is 0.1 pt. Convolutions on another thread count (or batch
-        # shape) round differently: SNN 0.867 when EXPECTED was measured, 0.864 on 1 and on 2
-        # threads on 2026-11-28; allow 1 pt
+        # 500 images: one image is 0.2 pt. Convolutions on another CPU (other SIMD kernels)
+        # or batch shape may round differently and flip an image near a class boundary;
+        # allow 1 pt (5 images)
         assert metrics[key] == pytest.approx(expected, abs=0.01), key

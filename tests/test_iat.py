@@ -174,6 +174,31 @@ def test_early_exit_saves_steps_and_exited_samples_cost_nothing(net, eta, digits
         assert (res.site_spikes < full_spikes).all()
 
 
+@pytest.mark.parametrize("chunk", [3, T])
+def test_chunked_passes_decide_and_count_exits_as_one_step_passes(net, eta, digits, chunk):
+    """Simulating c steps per pass changes only the wall time: exit steps, outputs at exit
+    and the counts of each sample's first e steps equal those of one step per pass, and each
+    pass runs on the samples still in the simulation when it starts."""
+    x = digits["x_test"][:96]
+    one = simulate_early_exit(net, x, T, eta, "entropy")
+    assert int(one.active[0]) > int(one.active[chunk - 1]) > 0  # exits inside the first pass
+    seen: list[int] = []
+    hook = net.sites[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    try:
+        many = simulate_early_exit(net, x, T, eta, "entropy", chunk=chunk)
+    finally:
+        hook.remove()
+    assert torch.equal(many.exit_step, one.exit_step)
+    assert torch.equal(many.active, one.active)
+    torch.testing.assert_close(many.logits, one.logits, rtol=1e-5, atol=1e-5)
+    for name in ("site_spikes", "site_sops", "site_messages"):
+        torch.testing.assert_close(getattr(many, name), getattr(one, name), rtol=1e-9, atol=1e-6)
+    starts = range(0, T, chunk)  # the passes: c·(samples not exited before the pass) rows each
+    assert seen == [min(chunk, T - s) * int(one.active[s]) for s in starts if one.active[s] > 0]
+    with pytest.raises(ValueError, match="chunk"):
+        simulate_early_exit(net, x, T, eta, "entropy", chunk=0)
+
+
 def test_no_early_exit_equals_the_full_simulation(net, digits):
     x = digits["x_test"][:64]
     never = torch.full((T,), math.inf)
@@ -243,6 +268,7 @@ def test_iat_config_builds_the_policy(compose_config, tmp_path):
         ({"confidence": "margin"}, "inference.confidence"),
         ({"fit_batches": 0}, "inference.fit_batches"),
         ({"batch_size": 0}, "inference.batch_size"),
+        ({"chunk": 0}, "inference.chunk"),
         ({"b": -0.1}, "inference.b"),
         ({"a": 1.0}, "inference.a"),
     ],

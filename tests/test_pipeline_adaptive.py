@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from adacal import keys
 from adacal.checkpoint import save_state_dict
 from adacal.metrics import energy
 from adacal.pipeline import run
@@ -33,6 +34,7 @@ def adaptive_run(compose_config, digits_ann, digits, tmp_path_factory):
         "compression=ssc",
         "compression.batch_size=32",
         "compression.rho=1.5",
+        "compression.frontier=[3.0]",
         "inference=iat",
         "inference.fit_batches=1",
         "inference.batch_size=128",
@@ -90,3 +92,26 @@ def test_baseline_runs_beside_and_gives_the_saving(adaptive_run):
     assert m[f"snn/test/saving_vs_baseline_T{T}"] == pytest.approx(
         1 - m[f"snn/test/energy_uj_T{T}"] / base
     )
+
+
+def test_a_further_ssc_budget_is_evaluated_as_a_network_of_its_own(
+    adaptive_run, digits_ann, digits
+):
+    """compression.frontier=[3.0]: its ratios are recorded, its network runs every test image
+    for all T steps (snn/budget/rho3.0/*), and its energy follows from its own counts."""
+    out, m = adaptive_run
+    point = json.loads((out / f"adaptive_T{T}.json").read_text())["ssc"]["frontier"]
+    assert [p["name"] for p in point] == ["rho3.0"] and point[0]["rho"] == 3.0
+    assert (
+        point[0]["chosen_spikes"]
+        <= json.loads((out / f"adaptive_T{T}.json").read_text())["ssc"]["chosen_spikes"]
+    )  # a looser budget never costs more on the measured tables
+    prefix = keys.budget("rho3.0")
+    assert m[keys.key(prefix, "mean_timesteps", T)] == T
+    assert 0.0 <= m[keys.key(prefix, "acc", T)] <= 1.0
+    dense = energy.dense_macs(
+        convert(digits_ann, IFNeuron(), digits["x_test"][:1]), digits["x_test"][:1]
+    )
+    acs = m[keys.key(prefix, "acs", T)]
+    assert m[keys.key(prefix, "energy_uj", T)] == pytest.approx((4.6 * dense * T + 0.9 * acs) / 1e6)
+    assert keys.budget_points(m) == ["rho3.0"]

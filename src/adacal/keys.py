@@ -21,7 +21,8 @@ Energy conventions (:data:`BURSTS`, :mod:`adacal.metrics.energy`): the names ``a
 Prefixes: :data:`TEST` (the method), :data:`BASELINE` (the SNN Calibration baseline at the
 same T), :data:`FULL` (an IAT network with every sample running T steps),
 :data:`UNCOMPRESSED` (the network before SSC), :func:`replay` (``snn/replay/<point>``: an exit
-policy scored from the :data:`FULL` pass), :data:`TIME` (seconds), and per search
+policy scored from the :data:`FULL` pass), :func:`budget` (``snn/budget/<point>``: the network of
+a further compression budget, ``rho1.25``), :data:`TIME` (seconds), and per search
 ``snn/<search>`` (:data:`ADAFIRE`: φ per site, ``snn/ssc``: ratio per site).
 
 Pure string functions: this module imports nothing from :mod:`adacal` (the bottom layer).
@@ -39,6 +40,7 @@ BASELINE = "snn/baseline"
 FULL = "snn/full"
 UNCOMPRESSED = "snn/uncompressed"
 REPLAY = "snn/replay"  # + /<point>: an exit policy replayed from the full pass (snn.exit_replay)
+BUDGET = "snn/budget"  # + /<point>: a further compression budget's network (compression.frontier)
 TIME = "snn/time"
 ADAFIRE = "snn/adafire"
 ANN_MACS = "ann/macs"
@@ -154,14 +156,32 @@ def snn(name: str) -> str:
 
 def replay(point: str) -> str:
     """The prefix ``snn/replay/{point}`` of a replayed exit policy (``entropy_b0.2``)."""
-    if not point or "/" in point:
-        raise ValueError(f"a replayed exit policy needs a name without '/', got {point!r}")
-    return f"{REPLAY}/{point}"
+    return _point(REPLAY, point)
 
 
 def replay_points(metrics: Iterable[str]) -> list[str]:
     """The names of the replayed exit policies with a key in ``metrics``, sorted."""
-    found = {text[len(REPLAY) + 1 :].split("/")[0] for text in metrics if under(text, REPLAY)}
+    return _points(REPLAY, metrics)
+
+
+def budget(point: str) -> str:
+    """The prefix ``snn/budget/{point}`` of a further compression budget (``rho1.25``)."""
+    return _point(BUDGET, point)
+
+
+def budget_points(metrics: Iterable[str]) -> list[str]:
+    """The names of the compression budgets with a key in ``metrics``, sorted."""
+    return _points(BUDGET, metrics)
+
+
+def _point(root: str, point: str) -> str:
+    if not point or "/" in point:
+        raise ValueError(f"a point under {root} needs a name without '/', got {point!r}")
+    return f"{root}/{point}"
+
+
+def _points(root: str, metrics: Iterable[str]) -> list[str]:
+    found = {text[len(root) + 1 :].split("/")[0] for text in metrics if under(text, root)}
     return sorted(p for p in found if p)
 
 

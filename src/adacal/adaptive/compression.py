@@ -23,13 +23,23 @@ reference) is within budget by construction. (A first-order reading of the const
 S(c) + Σ_l (S^c_l(r_l) − S(c)) ≤ ρ·L·S(1) − (L − 1)·S(1) in every round, was tried instead:
 the summed one-site drops overstate how much undoing a site helps, and on digits it
 compressed further every round while the end-to-end KL grew about ×10 per round.)
+
+More budgets from one search (``compression.frontier`` = [ρ_1, ρ_2, ...]): neither the round-1
+tables nor the network they were measured on depend on ρ, so the tables are measured once and
+the rounds are solved for every ρ_i as well (later rounds, if any, re-measure per ρ_i). The
+network keeps the choice for ``rho``; each other budget's choice is recorded under
+``frontier`` and :meth:`SpikeCompression.budget_networks` builds its network from a copy of the
+network before compression (the recipe then runs the calibration steps on it, as on the main
+one), so a budget point is the network a run with ``rho = ρ_i`` would build. An infeasible
+ρ_i is recorded (``infeasible``, the solver's message) instead of stopping the run.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +74,8 @@ class SpikeCompression:
     ``compare_uncompressed`` makes the pipeline also evaluate the network before SSC;
     ``cost`` is what E counts: ``spikes`` (the paper's) or ``sops`` (spikes × fan-out);
     ``rounds`` (≥ 1; 1: one search) re-measures around the chosen ratios and solves again, at
-    most that many times in all, under round 1's budget (module docstring)."""
+    most that many times in all, under round 1's budget (module docstring); ``frontier``: more
+    budget ratios solved on the same tables, each evaluated as a network of its own."""
 
     ratios: Sequence[float] = field(default_factory=_default_ratios)
     rho: float = 1.0
@@ -74,6 +85,7 @@ class SpikeCompression:
     compare_uncompressed: bool = False
     cost: str = "spikes"
     rounds: int = 1
+    frontier: Sequence[float] = ()
     name: str = "ssc"
 
     def __post_init__(self) -> None:
@@ -92,6 +104,16 @@ class SpikeCompression:
                 f"batch_size and sub_batch must be >= 1, got {self.batch_size}, {self.sub_batch}",
             )
         integer("compression.rounds", self.rounds, 1)
+        try:
+            self.frontier = [float(r) for r in (self.frontier or ())]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                "compression.frontier", f"a list of budget ratios, got {self.frontier!r}"
+            ) from None
+        if any(not r > 0 for r in self.frontier):
+            raise ConfigError(
+                "compression.frontier", f"budget ratios must be > 0, got {self.frontier}"
+            )
 
     def __call__(self, net: SpikingNetwork, data: CalibrationData) -> dict[str, Any]:
         """Choose and apply a threshold ratio per site (the kept round's); returns the record:
@@ -134,17 +156,45 @@ class SpikeCompression:
 
         reference: Setting = tuple(1.0 for _ in net.sites)
         first = measure(reference)
-        budget = float(self.rho) * L * first.base_sensitivity  # B = ρ·Σ_l S_l(1), fixed
 
-        def solve(m: Measurements) -> tuple[Setting, Choice, float]:
-            choice = solve_min_cost(m.sensitivity, m.spikes, budget, key="compression.rho")
-            return tuple(self.ratios[j] for j in choice.indices), choice, budget
+        def search(rho: float) -> tuple[Any, int, float]:
+            """(the rounds, the kept round's index, the budget B) for the budget ratio ρ."""
+            budget = rho * L * first.base_sensitivity  # B = ρ·Σ_l S_l(1), fixed
 
-        def within(r: Round) -> bool:
-            return kl_within(r.kl, L, budget)
+            def solve(m: Measurements) -> tuple[Setting, Choice, float]:
+                choice = solve_min_cost(m.sensitivity, m.spikes, budget, key="compression.rho")
+                return tuple(self.ratios[j] for j in choice.indices), choice, budget
 
-        result = iterate_rounds(reference, first, measure, score, solve, int(self.rounds))
-        best = best_round(result.done, within, lambda r: r.cost)
+            def within(r: Round) -> bool:
+                return kl_within(r.kl, L, budget)
+
+            result = iterate_rounds(reference, first, measure, score, solve, int(self.rounds))
+            return result, best_round(result.done, within, lambda r: r.cost), budget
+
+        points = []
+        for rho in dict.fromkeys(r for r in self.frontier if r != float(self.rho)):
+            try:
+                result, best, budget = search(rho)
+            except ConfigError as err:
+                log.warning("SSC frontier: rho=%g is infeasible (%s)", rho, err.detail)
+                points.append({"name": budget_name(rho), "rho": rho, "infeasible": err.detail})
+                continue
+            kept = result.done[best]
+            points.append(
+                {
+                    "name": budget_name(rho),
+                    "rho": rho,
+                    "ratio": list(kept.choice),
+                    "budget": budget,
+                    "chosen_sensitivity": kept.solved.value,
+                    "chosen_spikes": kept.solved.cost,
+                    "kl": kept.kl,
+                    "spikes": kept.cost,
+                    "returned_round": best + 1,
+                    "stop": result.stop,
+                }
+            )
+        result, best, budget = search(float(self.rho))
         kept = result.done[best]
         place(kept.choice)
         ratios = list(kept.choice)
@@ -157,7 +207,7 @@ class SpikeCompression:
             result.stop,
             seconds,
         )
-        return {
+        out = {
             "ratio": ratios,
             "candidates": list(self.ratios),
             "sensitivity": kept.measured.sensitivity,
@@ -173,8 +223,30 @@ class SpikeCompression:
             "images": kept.measured.images,
             "seconds": seconds,
             "kl_target": budget / L,
-            **rounds_record(result, best, "ratio", within),
+            **rounds_record(result, best, "ratio", lambda r: kl_within(r.kl, L, budget)),
         }
+        if points:
+            out["frontier"] = points
+        return out
+
+    def budget_networks(
+        self, before: SpikingNetwork, record: dict[str, Any]
+    ) -> Iterator[tuple[str, SpikingNetwork]]:
+        """(name, network) for every feasible budget of ``record["frontier"]``: a copy of
+        ``before`` (the network just before compression) with θ_l ← r_l·θ_l. The calibration
+        steps are the caller's (the recipe runs them, as after the main compression)."""
+        for point in record.get("frontier", []):
+            if "ratio" not in point:
+                continue
+            net = copy.deepcopy(before)
+            for site, r in zip(net.sites, point["ratio"], strict=True):
+                site.theta = site.theta * r
+            yield point["name"], net
+
+
+def budget_name(rho: float) -> str:
+    """The name of a budget point: ``rho1.25`` (ρ as Python's shortest repr)."""
+    return f"rho{float(rho)!r}"
 
 
 def kl_within(kl: float, sites: int, budget: float) -> bool:

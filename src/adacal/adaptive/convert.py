@@ -38,10 +38,13 @@ def calibrated_network(
     progress: bool = False,
     compiled: bool | str = "auto",
     before_compression: Callable[[SpikingNetwork], None] | None = None,
+    on_budget: Callable[[str, SpikingNetwork], None] | None = None,
 ) -> tuple[SpikingNetwork, dict[str, Any], float]:
     """Convert ``model`` with ``neuron`` and calibrate it for T steps on ``images`` [N, C, H, W].
 
-    ``compiled`` is ``snn.compile`` (:meth:`SpikingNetwork.set_compiled`: auto, true, false).
+    ``on_budget`` receives the network of each further compression budget
+    (:func:`adacal.calibration.recipe.calibrate`). ``compiled`` is ``snn.compile``
+    (:meth:`SpikingNetwork.set_compiled`: auto, true, false).
     Returns the network (on ``images``' device, with the fan-out maps of ``cost`` when given),
     the recipe's record (the searches' choices) and the seconds it took.
     """
@@ -61,5 +64,6 @@ def calibrated_network(
         search=search_for(neuron),
         compression=compression,
         before_compression=before_compression,
+        on_budget=on_budget,
     )
     return net, record, time.perf_counter() - start

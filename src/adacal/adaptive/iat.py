@@ -128,7 +128,9 @@ class IATPolicy:
     ``frontier`` (``{b: [...], confidence: [...]}``, a = 1 − b for each point) names further
     exit policies that are fitted on the same images (one simulation for all) and replayed
     from the full T-step pass of ``compare_full`` (:mod:`adacal.snn.exit_replay`), so one run
-    measures the whole accuracy–latency frontier.
+    measures the whole accuracy–latency frontier. ``chunk``: steps simulated per forward pass of
+    the early-exit evaluation (exits are decided and counted per step whatever it is:
+    :func:`~adacal.snn.early_exit.simulate_early_exit`; only the wall time changes).
     """
 
     name: str = "iat"
@@ -138,6 +140,7 @@ class IATPolicy:
     fit_batches: int = 4
     batch_size: int = 256
     compare_full: bool = True
+    chunk: int = 1
     frontier: Mapping[str, Any] = field(
         default_factory=lambda: {"b": [], "confidence": ["entropy", "maxprob"]}
     )
@@ -152,7 +155,7 @@ class IATPolicy:
             )
         if not 0 <= self.b < math.inf:
             raise ConfigError("inference.b", f"must be finite and >= 0, got {self.b}")
-        for key in ("fit_batches", "batch_size"):
+        for key in ("fit_batches", "batch_size", "chunk"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"inference.{key}", f"must be an integer >= 1, got {value!r}")

@@ -9,13 +9,16 @@
 3. the pluggable calibration steps in the configured order (any callable
    ``step(net, data)``, one class + one YAML entry in ``conf/calibration/*.yaml``):
    bias, potential and weight calibration;
-4. spike compression (SSC) when configured, then the calibration steps again.
+4. spike compression (SSC) when configured, then the calibration steps again; a compression
+   with more budgets (``compression.frontier``) also hands back one network per budget, each
+   built from a copy of the network before compression and calibrated by the same steps.
 
 Returns the record of the searches (chosen φ and ratios, measured tables, timings).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +76,7 @@ def calibrate(
     search: Search | None = None,
     compression: Compression | None = None,
     before_compression: Callable[[SpikingNetwork], None] | None = None,
+    on_budget: Callable[[str, SpikingNetwork], None] | None = None,
 ) -> dict[str, Any]:
     """Run the recipe on ``net`` in place (see the module docstring); returns the search record.
 
@@ -82,6 +86,8 @@ def calibrate(
         compression: e.g. :class:`adacal.adaptive.compression.SpikeCompression`.
         before_compression: called with the calibrated network just before compression
             (e.g. to keep a copy for a with/without comparison).
+        on_budget: called with (name, network) for each further budget of the compression
+            (its ``budget_networks``), after the calibration steps ran on that network.
     """
     record: dict[str, Any] = {}
     net.set_T(data.T)  # the target T, recorded on the network: the surrogate and `shift` read it
@@ -98,8 +104,18 @@ def calibrate(
     if compression is not None:
         if before_compression is not None:
             before_compression(net)
-        record[getattr(compression, "name", "compression")] = compression(net, data)
+        budgets = getattr(compression, "budget_networks", None)
+        wanted = (
+            on_budget is not None and budgets is not None and getattr(compression, "frontier", ())
+        )
+        before = copy.deepcopy(net) if wanted else None
+        found = compression(net, data)
+        record[getattr(compression, "name", "compression")] = found
         _run_steps(net, data, steps, record)
+        if before is not None and budgets is not None and on_budget is not None:
+            for name, variant in budgets(before, found):
+                _run_steps(variant, data, steps, {})
+                on_budget(name, variant)
     return record
 
 

@@ -86,7 +86,8 @@ class SNNEvaluator(L.LightningModule):
     (a non-zero burst being one event per synapse; ``sops`` for IF) and ``site_messages`` [L].
 
     With ``exit_thresholds`` η [T] (and T > 0) every sample exits after the first step t
-    whose ``confidence`` exceeds η_t (:func:`adacal.snn.early_exit.simulate_early_exit`);
+    whose ``confidence`` exceeds η_t (:func:`adacal.snn.early_exit.simulate_early_exit`,
+    ``exit_chunk`` steps per forward pass);
     ``anytime`` is then ignored and the results are ``acc_t{T}`` = ``acc_exit`` (accuracy
     at exit), ``mean_timesteps``, ``exit_hist`` (fraction exiting at t = 1..T) and the
     spikes/SOPs/messages of the simulated steps only.
@@ -109,6 +110,7 @@ class SNNEvaluator(L.LightningModule):
         confidence: str = "entropy",
         scorer: Scorer | None = None,
         replay: Sequence[ExitPoint] = (),
+        exit_chunk: int = 1,
     ) -> None:
         super().__init__()
         self.net = net
@@ -126,6 +128,7 @@ class SNNEvaluator(L.LightningModule):
         steps = sorted({int(t) for t in anytime if 0 < int(t) <= self.T} | {max(self.T, 1)})
         self.steps = steps
         self.chunk = chunk
+        self.exit_chunk = int(exit_chunk)
         self.batch_size = batch_size
         self.num_workers = num_workers
         L_ = max(1, len(net.sites))
@@ -178,7 +181,9 @@ class SNNEvaluator(L.LightningModule):
     def _exit_step(self, x: Tensor, y: Tensor) -> None:
         """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs and
         messages."""
-        res = simulate_early_exit(self.net, x, self.T, self.exit_thresholds, self.confidence)
+        res = simulate_early_exit(
+            self.net, x, self.T, self.exit_thresholds, self.confidence, chunk=self.exit_chunk
+        )
         spikes = res.site_spikes
         sops = res.site_sops if res.site_sops is not None else 0 * spikes
         messages = res.site_messages if res.site_messages is not None else 0 * spikes

@@ -189,8 +189,9 @@ def split_record(run: RunRecord) -> list[Entry]:
     Sub-records ``snn/uncompressed/*`` (the network before SSC: the neuron's label alone)
     and ``snn/full/*`` (an IAT network with every sample running T steps: the label
     without ``+ iat``) become entries of their own, and so does each replayed exit policy
-    ``snn/replay/<point>/*`` (:func:`replayed_run`); keys outside ``snn/test/`` (ANN,
-    baseline, timing) are shared by all entries of the run.
+    ``snn/replay/<point>/*`` (:func:`replayed_run`) and each further compression budget
+    ``snn/budget/<point>/*`` (:func:`budget_run`; every sample T steps, so without ``+ iat``);
+    keys outside ``snn/test/`` (ANN, baseline, timing) are shared by all entries of the run.
     """
     label = run.method
     metrics = run.metrics
@@ -207,6 +208,12 @@ def split_record(run: RunRecord) -> list[Entry]:
         prefix = keys.replay(point)
         part = {moved: v for k, v in metrics.items() if (moved := keys.move(k, prefix, keys.TEST))}
         entries.append(Entry(label, replayed_run(run, point), {**shared, **part}))
+    for point in keys.budget_points(metrics):
+        prefix = keys.budget(point)
+        part = {moved: v for k, v in metrics.items() if (moved := keys.move(k, prefix, keys.TEST))}
+        entries.append(
+            Entry(label.replace(" + iat", ""), budget_run(run, point), {**shared, **part})
+        )
     entries.append(Entry(label, run, dict(metrics)))
     return entries
 
@@ -224,6 +231,20 @@ def replayed_run(run: RunRecord, point: str) -> RunRecord:
         inference.update(confidence=point)
     inference["replayed"] = True
     return replace(run, config={**run.config, "inference": inference})
+
+
+def budget_run(run: RunRecord, point: str) -> RunRecord:
+    """``run`` as seen by a further compression budget (``snn/budget/rho<ρ>``): its config's
+    ``compression.rho`` is ρ and ``compression.budget_point`` is true, so table rows select it
+    like a run with that budget (its label, without ``+ iat``, says it ran every sample T
+    steps, as the ``snn/full`` entry)."""
+    compression = dict(run.config.get("compression") or {})
+    try:
+        compression["rho"] = float(point.removeprefix("rho"))
+    except ValueError:
+        compression["point"] = point
+    compression["budget_point"] = True
+    return replace(run, config={**run.config, "compression": compression})
 
 
 def config_value(config: Mapping[str, Any], dotted: str) -> Any:

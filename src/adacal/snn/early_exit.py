@@ -76,53 +76,96 @@ class ExitResult:
 
 @torch.no_grad()
 def simulate_early_exit(
-    net: SpikingNetwork, x: Tensor, T: int, eta: Tensor, metric: str = "entropy"
+    net: SpikingNetwork,
+    x: Tensor,
+    T: int,
+    eta: Tensor,
+    metric: str = "entropy",
+    chunk: int = 1,
 ) -> ExitResult:
-    """Simulate x [B, C, H, W] one step at a time; sample i exits after the first step t
-    with c_t(i) > η_t (η [T]), or at t = T, and is then removed from the simulation."""
+    """Simulate x [B, C, H, W]; sample i exits after the first step t with c_t(i) > η_t
+    (η [T]), or at t = T, and is then removed from the simulation.
+
+    ``chunk`` = c steps are simulated per forward pass ([c·B', ...] tensors, the analog
+    prefix once per pass). Exits are still decided after every step, and each sample's output,
+    exit step and counts are those of its first e steps, so the result does not depend on c:
+    a sample that exits inside a pass has its steps after e simulated (wall time) but not
+    counted. Larger c trades that wasted tail for fewer, larger passes.
+    """
     check_metric(metric)
     eta = torch.as_tensor(eta, dtype=torch.float32, device=x.device).reshape(-1)
     if T < 1 or eta.numel() != T:
         raise ValueError(f"need T >= 1 and one exit threshold per step, got T={T}, {eta.numel()}")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     B = x.shape[0]
-    alive = torch.arange(B, device=x.device)  # original index of each active sample
+    alive = torch.arange(B, device=x.device)  # original index of each simulated sample
     logits: Tensor | None = None
     exit_step = torch.zeros(B, dtype=torch.long, device=x.device)
     active = torch.zeros(T, dtype=torch.long, device=x.device)
-    total: Tensor | None = None  # Σ outputs so far of the active samples [B', K] (float64)
+    total: Tensor | None = None  # Σ outputs so far of the simulated samples [B', K] (float64)
+    passes: list[tuple[Tensor, int]] = []  # (samples simulated, steps before) per forward pass
+    done_steps = 0
     with net.running("spike", batch_size=B):
-        for t in range(1, T + 1):
-            active[t - 1] = alive.numel()
+        while done_steps < T:
+            steps = min(int(chunk), T - done_steps)
+            net.set_steps(steps)
+            passes.append((alive, done_steps))
             y = net(x)
-            total = y.double() if total is None else total + y.double()
-            mean = (total / t).to(y.dtype)
-            if logits is None:
-                logits = torch.empty(B, *y.shape[1:], dtype=y.dtype, device=x.device)
-            if t < T:
-                done = confidence(mean, metric) > eta[t - 1]
-            else:
-                done = torch.ones_like(alive, dtype=torch.bool)
-            logits[alive[done]] = mean[done]
-            exit_step[alive[done]] = t
-            if bool(done.all()):
+            y = y.reshape(steps, alive.numel(), *y.shape[1:])
+            open_ = torch.ones_like(alive, dtype=torch.bool)  # not exited yet
+            for s in range(steps):
+                t = done_steps + s + 1
+                active[t - 1] = int(open_.sum())
+                total = y[s].double() if total is None else total + y[s].double()
+                mean = (total / t).to(y.dtype)
+                if logits is None:
+                    logits = torch.empty(B, *y.shape[2:], dtype=y.dtype, device=x.device)
+                if t < T:
+                    done = open_ & (confidence(mean, metric) > eta[t - 1])
+                else:
+                    done = open_
+                logits[alive[done]] = mean[done]
+                exit_step[alive[done]] = t
+                open_ = open_ & ~done
+                if not bool(open_.any()):
+                    break
+            done_steps += steps
+            if not bool(open_.any()):
                 break
-            if bool(done.any()):
-                stay = (~done).nonzero().squeeze(1)
+            if not bool(open_.all()):
+                stay = open_.nonzero().squeeze(1)
                 net.keep(stay)
                 alive, x, total = alive[stay], x[stay], total[stay]
     assert logits is not None
-    spikes = torch.stack([_total(s.spike_counts, x.device) for s in net.sites])
+    masks = (
+        [
+            _counted(exit_step[who], before, c.shape[0])
+            for (who, before), c in zip(passes, net.sites[0].spike_counts, strict=True)
+        ]
+        if net.sites
+        else []
+    )
+    spikes = torch.stack([_total(s.spike_counts, masks, x.device) for s in net.sites])
     has_sops = bool(net.sites) and all(s.fanout is not None for s in net.sites)
     sops = messages = None
     if has_sops:
-        sops = torch.stack([_total(s.sop_counts, x.device) for s in net.sites])
-        messages = torch.stack([_total(s.message_counts, x.device) for s in net.sites])
+        sops = torch.stack([_total(s.sop_counts, masks, x.device) for s in net.sites])
+        messages = torch.stack([_total(s.message_counts, masks, x.device) for s in net.sites])
     return ExitResult(logits, exit_step, spikes, sops, active, messages)
 
 
-def _total(counts: list[Tensor], device: torch.device) -> Tensor:
-    """Sum of a site's per-step count tensors (their batch sizes shrink as samples exit)."""
-    return sum((c.double().sum() for c in counts), torch.zeros((), dtype=torch.float64)).to(device)
+def _counted(exit_step: Tensor, before: int, steps: int) -> Tensor:
+    """Which [steps, B'] entries of a pass count: step before + s + 1 ≤ the sample's exit."""
+    t = torch.arange(before + 1, before + steps + 1, device=exit_step.device).unsqueeze(1)
+    return (t <= exit_step.unsqueeze(0)).to(torch.float64)
+
+
+def _total(counts: list[Tensor], masks: list[Tensor], device: torch.device) -> Tensor:
+    """Sum of a site's per-pass count tensors [steps, B'] (B' shrinks as samples exit), each
+    entry weighted by its 0/1 ``masks`` entry (the steps after a sample's exit count 0)."""
+    parts = ((c.double() * m.to(c.device)).sum() for c, m in zip(counts, masks, strict=True))
+    return sum(parts, torch.zeros((), dtype=torch.float64)).to(device)
 
 
 __all__ = ["METRICS", "ExitResult", "check_metric", "confidence", "simulate_early_exit"]

@@ -32,7 +32,11 @@ def evaluate(
         "scorer": scorer if scorer is not None else instantiate(cfg.task.scorer)
     }
     if exit_thresholds is not None:
-        extra.update(exit_thresholds=exit_thresholds, confidence=cfg.inference.confidence)
+        extra.update(
+            exit_thresholds=exit_thresholds,
+            confidence=cfg.inference.confidence,
+            exit_chunk=int(cfg.inference.get("chunk", 1)),
+        )
     evaluator = SNNEvaluator(
         net,
         datamodule.test_set,

@@ -3,7 +3,8 @@
 Per T (DESIGN.md §3): convert the ANN with the neuron, run the calibration recipe (thresholds,
 the search, the calibration steps, compression), fit the exit thresholds (IAT), evaluate on
 the test set, and the evaluation variants a method asks for: the network before compression
-(``compression.compare_uncompressed``), the same network without exits
+(``compression.compare_uncompressed``), the network of every further compression budget
+(``compression.frontier``), the same network without exits
 (``inference.compare_full``, which also replays the exit policies of ``inference.frontier``)
 and the SNN Calibration baseline (IF neuron, same calibration,
 same T; ``snn.compare_baseline``), whose energy gives the saving. Every object arrives built
@@ -89,10 +90,12 @@ def convert_and_calibrate(
     compression: Any,
     cost: CostModel,
     keep: list[SpikingNetwork] | None = None,
+    budgets: list[tuple[str, SpikingNetwork]] | None = None,
 ) -> tuple[SpikingNetwork, dict[str, Any], float]:
     """:func:`adacal.adaptive.convert.calibrated_network` with this run's settings. With
     ``compression.compare_uncompressed`` a copy of the network just before compression is
-    appended to ``keep``."""
+    appended to ``keep``; the networks of ``compression.frontier``'s budgets go to
+    ``budgets`` as (name, network)."""
     before = None
     if keep is not None and getattr(compression, "compare_uncompressed", False):
 
@@ -113,6 +116,7 @@ def convert_and_calibrate(
         progress=parts.progress,
         compiled=parts.compiled,
         before_compression=before,
+        on_budget=(lambda name, n: budgets.append((name, n))) if budgets is not None else None,
     )
 
 
@@ -129,8 +133,9 @@ def run_T(
     names = parts.names
     compile_start = fused.compile_seconds()
     kept: list[SpikingNetwork] = []
+    budgets: list[tuple[str, SpikingNetwork]] = []
     net, record, calib_s = convert_and_calibrate(
-        parts, model, images, T, parts.neuron, parts.compression, cost, keep=kept
+        parts, model, images, T, parts.neuron, parts.compression, cost, keep=kept, budgets=budgets
     )
     metrics: dict[str, float] = {}
     if kept:  # the same network before compression, evaluated on the same test set
@@ -138,6 +143,14 @@ def run_T(
         metrics.update(score_metrics(keys.UNCOMPRESSED, full, T, names))
         metrics.update(energy_metrics(cost, kept[0].sites, full, T, keys.UNCOMPRESSED))
         del kept[:]
+    while budgets:  # the compression's other budgets (compression.frontier), every sample T steps
+        name, other = budgets.pop(0)
+        start = time.perf_counter()
+        res_budget = evaluate(other, T)
+        prefix = keys.budget(name)
+        metrics[keys.key(keys.TIME, f"evaluation_{name}_s", T)] = time.perf_counter() - start
+        metrics.update(score_metrics(prefix, res_budget, T, names))
+        metrics.update(energy_metrics(cost, other.sites, res_budget, T, prefix))
     eta, points = None, []
     if parts.policy is not None:
         x_fit, y_fit = fit_set(int(parts.policy.fit_batches) * int(parts.policy.batch_size))
