@@ -1,0 +1,1 @@
+python run.py experiment=cifar10_events_vgg11s ann.checkpoint=null stages=[ann] ann.export_to=checkpoints/cifar10_events_vgg11s.pt ann.export_dtype=float16 logger=none hydra.run.dir=outputs/train_events_vgg11s
