@@ -69,6 +69,8 @@ def test_the_main_budget_keeps_the_network_and_is_not_repeated(frontier, digits,
     assert record["ratio"] == alone_record["ratio"]
     _same(net, alone)
     assert sorted(budgets) == sorted(budget_name(r) for r in OTHERS)
+    for other in budgets.values():  # handed over without the last calibration batch's state
+        assert all(s.v is None and not s.spike_counts for s in other.sites)
     assert [p["rho"] for p in record["frontier"]] == [*OTHERS, IMPOSSIBLE]
 
 

@@ -108,15 +108,24 @@ def calibrate(
         wanted = (
             on_budget is not None and budgets is not None and getattr(compression, "frontier", ())
         )
-        before = copy.deepcopy(net) if wanted else None
+        before = _stateless_copy(net) if wanted else None
         found = compression(net, data)
         record[getattr(compression, "name", "compression")] = found
         _run_steps(net, data, steps, record)
         if before is not None and budgets is not None and on_budget is not None:
             for name, variant in budgets(before, found):
                 _run_steps(variant, data, steps, {})
+                variant.reset(1)  # the steps' last simulation state: not needed to evaluate
                 on_budget(name, variant)
     return record
+
+
+def _stateless_copy(net: SpikingNetwork) -> SpikingNetwork:
+    """A deep copy of ``net`` without its simulation state (membrane potentials and counts of
+    the last simulated batch, which can be larger than the weights)."""
+    twin = copy.deepcopy(net)
+    twin.reset(1)
+    return twin
 
 
 def _run_steps(

@@ -100,7 +100,9 @@ def convert_and_calibrate(
     if keep is not None and getattr(compression, "compare_uncompressed", False):
 
         def before(n: SpikingNetwork) -> None:
-            keep.append(copy.deepcopy(n))
+            twin = copy.deepcopy(n)
+            twin.reset(1)  # the last calibration batch's state is not needed to evaluate
+            keep.append(twin)
 
     return calibrated_network(
         model,
