@@ -11,9 +11,10 @@ entropy), this times on the first ``--images`` test images, for each T in ``--T`
 
 Each row prints the mean exit step (the same for every c: checked), the accuracy at exit, the
 time, and ``time / full`` next to ``steps / T`` (what an exit loop without overhead would
-reach). The times are medians of ``--repeats`` runs after one warm-up run, measured one after
-another in one process (``--clock cpu``: the process's CPU time, steadiest on a loaded
-machine with ``--threads 1``).
+reach). Every row runs the same neuron loop (``--compile``: fused or eager; the default
+``auto`` would switch loops mid-benchmark). The times are medians of ``--repeats`` runs
+after one warm-up run, measured one after another in one process (``--clock cpu``: the
+process's CPU time, steadiest on a loaded machine with ``--threads 1``).
 
     .venv/bin/python benchmarks/early_exit_speed.py --T 8 16 32 --threads 1 --clock cpu
 """
@@ -66,6 +67,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument(
+        "--compile",
+        choices=["true", "false"],
+        default="true",
+        help="the neuron loop of every run (snn.compile): fused or eager, the same for all rows "
+        "(auto would switch loops mid-benchmark after its rent)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,10 +90,12 @@ def main() -> None:
     test_y = torch.as_tensor([int(dm.test_set[i][1]) for i in range(args.images)])
     batches = list(zip(test_x.split(args.batch), test_y.split(args.batch), strict=True))
     print(f"thin ResNet-20, burst phi=4, {args.images} test images, batch {args.batch}, "
-          f"{torch.get_num_threads()} thread(s), clock {args.clock}")  # fmt: skip
+          f"{torch.get_num_threads()} thread(s), clock {args.clock}, "
+          f"compile {args.compile}")  # fmt: skip
     print(f"{'T':>3} {'run':>10} {'steps':>6} {'steps/T':>8} {'acc %':>6} {'s':>8} {'s/full':>7}")
     for T in args.T:
         net = convert(model.eval(), BurstNeuron(phi=4), calib[:1])
+        net.set_compiled(args.compile == "true")
         data = CalibrationData.from_network(net, calib, T, progress=False)
         calibrate(net, data, ThresholdSpec(), [BiasCorrection()])
         eta = IATPolicy().fit(net, fit_x, fit_y, T)
