@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from adacal import keys
+from adacal.adaptive.compression import budget_name
 from adacal.reporting.metrics_file import write_failure, write_metrics
 from adacal.reporting.plots import pareto_front
 from adacal.reporting.records import RunRecord, find_runs, matches, split_record, wandb_runs
@@ -92,6 +93,9 @@ def test_every_sweep_combination_composes_and_fills_the_rows(spec, compose_confi
                 metrics["snn/full/acc_T4"] = 0.5
                 for point in instantiate(cfg.inference).points():  # replayed exit policies
                     metrics[keys.key(keys.replay(point[0]), "acc", 4)] = 0.5
+            if config["compression"].get("_target_"):  # further SSC budgets of the same search
+                for rho in config["compression"].get("frontier") or []:
+                    metrics[keys.key(keys.budget(budget_name(rho)), "acc", 4)] = 0.5
             entries += split_record(RunRecord(tmp_path, "ok", config, metrics))
     for row in spec.rows:
         assert any(matches(e, row.select, row.exclude) for e in entries), (
