@@ -3,6 +3,7 @@ git-ignored data/; the checks that read them are marked ``realdata``."""
 
 from __future__ import annotations
 
+import fcntl
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,11 @@ def extracted_archive(
     if not source.is_file():
         pytest.skip(f"real-data check: ../shared/data/{archive} is absent")
     root = repo_root / "data" / folder
-    if not all((root / part).is_dir() for part in required):
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(source) as tar:
-            tar.extractall(root.parent, filter="data")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one extraction at a time: pytest-xdist workers may reach the same archive together
+    with open(root.parent / f".{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((root / part).is_dir() for part in required):
+            with tarfile.open(source) as tar:
+                tar.extractall(root.parent, filter="data")
     return root

@@ -12,6 +12,21 @@ from _cli import TINY_DATA
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (``-n auto``, the default) each worker takes its share of the cores
+    for torch's intra-op threads, so that two workers on two cores do not run four threads. The
+    tests never depend on the thread count (models they train run on one thread,
+    ``_hermetic.one_thread``)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_cores_between_workers()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,5 +1,5 @@
-"""The committed CamVid DeepLabV3+ (ResNet-18, fp16 state dict) on 16 real CamVid test images
-reproduces what we measured: ANN mIoU and SNN mIoU at T = 16 (IF, light calibration).
+"""The committed CamVid DeepLabV3+ (ResNet-18, fp16 state dict) on 8 real CamVid test images
+reproduces what we measured: ANN mIoU and SNN mIoU at T = 8 (IF, light calibration).
 
 Reads ``../shared/data/camvid.tar.gz`` (extracted once into the git-ignored ``data/``, as the
 README says); skipped only when that archive is absent.
@@ -15,9 +15,11 @@ from adacal.reporting import read_metrics
 
 pytestmark = realdata_marks("camvid.tar.gz")
 
-# Measured on the CPU (2 threads) with exactly these overrides (16 test images of the fixed
-# test_limit permutation, 16 calibration images, light calibration, MSE thresholds, T = 16).
-EXPECTED = {"ann/test/miou": 0.4002, "snn/test/miou_T16": 0.3421}
+# Measured on the CPU with exactly these overrides (8 test images of the fixed test_limit
+# permutation, 8 calibration images, light calibration, MSE thresholds, T = 8): the same values
+# to 4 digits on 1 and 2 threads (T = 16 on 16 images, the earlier check, cost 4x the time and
+# measured SNN mIoU 0.342 on 2 threads but 0.348-0.356 on 1).
+EXPECTED = {"ann/test/miou": 0.4099, "snn/test/miou_T8": 0.3116}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +33,10 @@ def test_committed_camvid_model_matches_measured_miou(camvid_root, compose_confi
             "experiment=camvid_deeplabv3plus_resnet18",
             f"dataset.root={camvid_root}",
             "calibration=light",
-            "snn.T=[16]",
-            "snn.anytime=[16]",
-            "dataset.test_limit=16",
-            "calibration.num_samples=16",
+            "snn.T=[8]",
+            "snn.anytime=[8]",
+            "dataset.test_limit=8",
+            "calibration.num_samples=8",
             "logger=none",
             "progress=false",
             "trainer.enable_progress_bar=false",
@@ -44,6 +46,6 @@ def test_committed_camvid_model_matches_measured_miou(camvid_root, compose_confi
     metrics = run(cfg)
     assert read_metrics(tmp_path)["status"] == "ok"
     for key, expected in EXPECTED.items():
-        # 16 images x 27,648 pixels. Convolutions on another thread count round differently:
-        # SNN mIoU 0.3421 on 2 threads, 0.3483 on 1 (ANN the same); allow 2 pt
+        # 8 images x 27,648 pixels. Convolutions on another CPU (other SIMD kernels) may round
+        # differently and move the calibrated biases; allow 2 pt
         assert metrics[key] == pytest.approx(expected, abs=0.02), key

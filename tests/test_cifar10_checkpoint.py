@@ -14,12 +14,12 @@ from _archives import extracted_archive, realdata_marks
 from adacal.pipeline import run
 
 # Measured on the CPU with exactly these overrides (500 test images of the fixed test_limit
-# permutation, 64 calibration images, light calibration, MSE thresholds per layer, T=16): the
-# same values on 2 threads with the fused loop and on 1 thread with snn.compile=false. (T=32
-# on 1,000 images, the earlier check, measured ANN 0.880 / SNN 0.867 and cost 4x the time.)
+# permutation, 64 calibration images, light calibration, MSE thresholds per layer, T=8): the
+# same values on 1 and 2 threads. (T=16 measured ANN 0.894 / SNN 0.832 for 1.7x the time, T=32
+# on 1,000 images ANN 0.880 / SNN 0.867 for 7x.)
 pytestmark = realdata_marks("cifar10-jpeg.tar.gz")
 
-EXPECTED = {"ann/test/acc": 0.894, "snn/test/acc_T16": 0.832}
+EXPECTED = {"ann/test/acc": 0.894, "snn/test/acc_T8": 0.720}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def test_committed_resnet20_matches_measured_accuracy(cifar_root, compose_config
             f"dataset.root={cifar_root}",
             "calibration=light",
             "calibration.threshold.granularity=layer",  # as measured (light's default: channel)
-            "snn.T=[16]",
-            "snn.anytime=[4,8,16]",
+            "snn.T=[8]",
+            "snn.anytime=[2,4,8]",
             "dataset.test_limit=500",
             "calibration.num_samples=64",
             "logger=none",

@@ -236,6 +236,7 @@ def test_method_selects_neuron_compression_inference(compose_config, tmp_path, o
         "burst": "burst φ=4",
         "adafire": "adafire",
         "adafire_ssc": "adafire + ssc",
+        "adafire_iat": "adafire + iat",
         "adafire_ssc_iat": "adafire + ssc + iat",
     }
     assert method_label(config) == expected[option]
@@ -249,13 +250,14 @@ def test_method_selects_neuron_compression_inference(compose_config, tmp_path, o
 def test_experiment_composes_and_builds(compose_config, tmp_path, option):
     cfg = compose_config([f"experiment={option}"], output_dir=tmp_path)
     assert cfg.experiment_name == option
-    # every experiment is named [ablation_<axis>_|adaptive_|calibration_|frontier_<axis>_]
+    # every experiment is named [ablation_<axis>_|adaptive_|calibration_|efficiency_|
+    # frontier_<axis>_]
     # <dataset>_<architecture> and selects those (an architecture named for its data set,
     # vgg16_imagenet, drops the suffix)
     arch = cfg.architecture.name.removesuffix(f"_{cfg.dataset.name}")
     assert option.endswith(f"{cfg.dataset.name}_{arch}")
     assert option == f"{cfg.dataset.name}_{arch}" or option.startswith(
-        ("ablation_", "adaptive_", "calibration_", "frontier_")
+        ("ablation_", "adaptive_", "calibration_", "efficiency_", "frontier_")
     )
     assert cfg.dataset.name in cfg.tags and arch in cfg.tags
     dm = instantiate(cfg.dataset)  # built, not set up (needs the data files)

@@ -139,7 +139,7 @@ def test_vgg16_training_steps_lower_the_loss_without_nan() -> None:
     torch.manual_seed(0)
     model = vgg16(num_classes=10)
     gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(32, 3, 32, 32, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+    x, y = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 10, (8,), generator=gen)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     losses = []
     for _ in range(12):

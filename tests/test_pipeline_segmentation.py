@@ -79,7 +79,7 @@ def test_adafire_and_ssc_search_with_per_pixel_kl(compose_config, tmp_path, shap
     m, _ = _run(compose_config, tmp_path, [
         f"ann.checkpoint={shapes_checkpoint}", "snn.T=[4]", "snn.anytime=[4]",
         "neuron=adafire", "compression=ssc", "compression.compare_uncompressed=true",
-        "search.images=4", "search.sub_batch=2",
+        "search.images=4", "search.sub_batch=2", "compression.ratios=[1.0,1.5,2.0,3.0,4.0]",
     ])  # fmt: skip
     record = json.loads((tmp_path / "adaptive_T4.json").read_text())
     sites = len(record["adafire"]["phi"])

@@ -225,8 +225,15 @@ def _finish(fig: Any, ax: Any, spec: Any, xlabel: str, path: Path) -> Path:
     ax.set_ylabel(spec.header("score"))
     ax.set_title(_wrap(spec.title), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE:  # beside the axes, not over them
+        fig.set_size_inches(10.5, 4.8)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+LEGEND_INSIDE = 10  # legend entries that still fit inside a score plot
 
 
 def _wrap(title: str) -> str:
@@ -235,7 +242,7 @@ def _wrap(title: str) -> str:
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
