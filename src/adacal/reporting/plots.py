@@ -53,6 +53,7 @@ def plot_score_vs_T(rendered: Rendered, path: Path) -> Path:
     """Score against T per row (see the module docstring)."""
     spec = rendered.spec
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    _colors(ax, len(_snn_lines(rendered)))
     for line in rendered.lines:
         cell = line.cells["score"]
         if line.T is None and cell.mean is not None:
@@ -84,6 +85,7 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
     """Energy per image against score, with the Pareto front; None without energies."""
     spec = rendered.spec
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    _colors(ax, len(_snn_lines(rendered)))
     points = []
     for lines in _snn_lines(rendered).values():
         pts = [
@@ -234,6 +236,12 @@ def _finish(fig: Any, ax: Any, spec: Any, xlabel: str, path: Path) -> Path:
 
 
 LEGEND_INSIDE = 10  # legend entries that still fit inside a score plot
+
+
+def _colors(ax: Any, lines: int) -> None:
+    """Twenty colours instead of ten when a plot has more than ten lines (frontier tables)."""
+    if lines > 10:
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
 
 
 def _wrap(title: str) -> str:
