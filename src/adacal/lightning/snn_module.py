@@ -26,6 +26,7 @@ from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.early_exit import check_metric, simulate_early_exit
 from adacal.snn.exit_replay import ExitPoint, at_exit, counts_to_exit, exit_index, running_means
+from adacal.snn.runtime import release_free_memory
 from adacal.snn.simulate import (
     anytime_logits,
     message_totals,
@@ -33,6 +34,8 @@ from adacal.snn.simulate import (
     sop_totals,
     spike_totals,
 )
+
+RELEASE_BYTES = 1 << 30  # free heap bytes after which a test batch trims the heap
 
 
 class ShardSampler(Sampler[int]):
@@ -177,6 +180,12 @@ class SNNEvaluator(L.LightningModule):
         index = torch.tensor([t - 1 for t in self.steps], device=x.device)
         scored = self.scorer.counts(logits[index], y)
         self.counts.update(**scored, site_spikes=spikes, site_sops=sops, site_messages=messages)
+
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Hand freed activations back to the OS once 1 GiB of them piled up in the heap
+        (:mod:`adacal.snn.runtime`): memory stays bounded over a long job, and most batches
+        still reuse the kept memory."""
+        release_free_memory(min_free_bytes=RELEASE_BYTES)
 
     def _exit_step(self, x: Tensor, y: Tensor) -> None:
         """IAT: simulate with early exit; count correct at exit, exit steps, spikes, SOPs and

@@ -40,6 +40,7 @@ from adacal.reporting.run_metrics import (
 from adacal.snn import fused
 from adacal.snn.convert import SpikingNetwork, convert
 from adacal.snn.neurons import IFNeuron
+from adacal.snn.runtime import release_free_memory
 
 log = logging.getLogger("adacal")
 
@@ -139,6 +140,7 @@ def run_T(
     net, record, calib_s = convert_and_calibrate(
         parts, model, images, T, parts.neuron, parts.compression, cost, keep=kept, budgets=budgets
     )
+    release_free_memory()  # the searches' and calibration's freed activations (snn.runtime)
     metrics: dict[str, float] = {}
     if kept:  # the same network before compression, evaluated on the same test set
         full = evaluate(kept[0], T)
@@ -193,6 +195,7 @@ def run_T(
             base_net, _, _ = convert_and_calibrate(
                 parts, model, images, T, baseline_neuron, None, cost
             )
+            release_free_memory()
             base_res, base_sites = evaluate(base_net, T), base_net.sites
         metrics.update(baseline_energy_metrics(cost, base_sites, base_res, T))
         metrics.update(score_metrics(keys.BASELINE, base_res, T, names))
