@@ -17,7 +17,7 @@ pytestmark = realdata_marks("camvid.tar.gz")
 
 # Measured on the CPU with exactly these overrides (8 test images of the fixed test_limit
 # permutation, 8 calibration images, light calibration, MSE thresholds, T = 8): the same values
-# to 4 digits on 1 and 2 threads (T = 16 on 16 images, the earlier check, cost 4x the time and
+# to 4 digits on 1 and 2 threads (T = 16 on 16 images, the earlier check, cost 2x the time and
 # measured SNN mIoU 0.342 on 2 threads but 0.348-0.356 on 1).
 EXPECTED = {"ann/test/miou": 0.4099, "snn/test/miou_T8": 0.3116}
 

@@ -53,12 +53,13 @@ def plot_score_vs_T(rendered: Rendered, path: Path) -> Path:
     """Score against T per row (see the module docstring)."""
     spec = rendered.spec
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    _colors(ax, len(_snn_lines(rendered)))
+    snn_lines = _snn_lines(rendered)
+    _colors(ax, len(snn_lines))
     for line in rendered.lines:
         cell = line.cells["score"]
         if line.T is None and cell.mean is not None:
             ax.axhline(cell.mean, ls="--", color="0.4", lw=1, label=line.row.label)
-    for lines in _snn_lines(rendered).values():
+    for lines in snn_lines.values():
         pts = [(ln.T, ln.cells["score"]) for ln in lines if ln.cells["score"].mean is not None]
         if not pts:
             continue
@@ -85,9 +86,10 @@ def plot_pareto(rendered: Rendered, path: Path) -> Path | None:
     """Energy per image against score, with the Pareto front; None without energies."""
     spec = rendered.spec
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    _colors(ax, len(_snn_lines(rendered)))
+    snn_lines = _snn_lines(rendered)
+    _colors(ax, len(snn_lines))
     points = []
-    for lines in _snn_lines(rendered).values():
+    for lines in snn_lines.values():
         pts = [
             (ln.cells["energy_uj"].mean, ln.cells["score"].mean, ln.T)
             for ln in lines

@@ -8,8 +8,9 @@ memory in the heap removes the cost (:func:`tune_cpu_allocator`).
 The kept memory is not always reused: chunks of other sizes (other T, batch, network copy)
 fragment the heap, and a long job grows until the OS kills it (a T = 16 frontier job with
 six test passes reached 24 GB). :func:`release_free_memory` hands the heap's free pages back
-(``malloc_trim``); the evaluator calls it after every test batch and the stages after every
-pass, so the speed-up holds within a batch and the resident memory stays near what is live.
+(``malloc_trim``); the evaluator calls it after a test batch once 1 GiB is free in the heap,
+and each target T calls it after conversion and calibration, so most batches keep the
+speed-up and the resident memory stays near what is live.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def release_free_memory(min_free_bytes: int = 0) -> bool:
     the heap and, with madvise, free pages inside it) when at least ``min_free_bytes`` are
     free in it. Live tensors are untouched; the next allocation of released memory
     page-faults again, so callers in a loop pass a threshold and keep most of the speed-up.
+    Without ``mallinfo2`` (glibc < 2.33) the free bytes are unknown and it always trims.
     Returns whether it trimmed."""
     trim = getattr(_libc(), "malloc_trim", None)
     if trim is None:
