@@ -112,7 +112,9 @@ def test_ssc_lowers_spikes_and_keeps_kl_within_budget(calibrated, digits):
     assert symmetric_kl(snn, ann).mean().item() <= 2 * rec["budget"]
 
 
-def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits_ann):
+def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits_ann, monkeypatch):
+    trims = []  # the heap is handed back after each sub-batch once 1 GiB is free (snn.runtime)
+    monkeypatch.setattr("adacal.adaptive.runner.release_free_memory", lambda **kw: trims.append(kw))
     x = digits["x_train"][:24]
     net = convert(digits_ann, BurstNeuron(phi=4), x[:1])
     observed_max_thresholds(net, x)
@@ -128,6 +130,7 @@ def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits
     assert fast.sensitivity == slow.sensitivity and fast.spikes == slow.spikes
     assert fast.base_spikes == slow.base_spikes
     batches, changed = 3, 3  # 24 images in sub-batches of 8; 3 non-base variants per site
+    assert trims == [{"min_free_bytes": 1 << 30}] * (2 * batches)
     # without reuse: the base run plus every variant re-simulate all L sites for T steps
     assert slow.site_steps == batches * T * (L + L * changed * L)
     # with reuse: the base run, the base pass up to the last site, and suffixes from site l

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.graph import GraphRunner
+from adacal.snn.runtime import RELEASE_BYTES, release_free_memory
 from adacal.snn.site import Site
 
 Variant = dict[str, Any] | None  # site attributes to set (e.g. {"phi": 3, "theta": θ}); None: base
@@ -151,6 +152,7 @@ def measure_variants(
                             S[k][j] += float(symmetric_kl(out, q).sum())
                             E[k][j] += site_cost(site)
                         bar.advance(task)
+            release_free_memory(min_free_bytes=RELEASE_BYTES)  # a long search stays bounded
     for k, row in enumerate(variants):
         for j, variant in enumerate(row):
             if variant is None:

@@ -26,7 +26,7 @@ from adacal.lightning.scoring import Scorer, TopOne
 from adacal.snn.convert import SpikingNetwork
 from adacal.snn.early_exit import check_metric, simulate_early_exit
 from adacal.snn.exit_replay import ExitPoint, at_exit, counts_to_exit, exit_index, running_means
-from adacal.snn.runtime import release_free_memory
+from adacal.snn.runtime import RELEASE_BYTES, release_free_memory
 from adacal.snn.simulate import (
     anytime_logits,
     message_totals,
@@ -34,8 +34,6 @@ from adacal.snn.simulate import (
     sop_totals,
     spike_totals,
 )
-
-RELEASE_BYTES = 1 << 30  # free heap bytes after which a test batch trims the heap
 
 
 class ShardSampler(Sampler[int]):

@@ -1,7 +1,8 @@
 """The ``metrics.json`` of the run in progress: what finished, what runs now, how it ended.
 
 :class:`RunRecord` is the one writer of a run's record during :func:`adacal.pipeline.run`:
-``running`` after every finished T (so a killed job keeps them), ``ok`` at the end, or
+``running`` after every finished T and every test pass of the T in progress (so a killed
+job keeps them), ``ok`` at the end, or
 ``failed`` with every finished T, the stage and T that were running (``stopped_at``) and why
 (``interrupted: SIGINT``, ``HealthError: ann.optim.lr: ...``). Only rank 0 writes.
 
@@ -51,6 +52,14 @@ class RunRecord:
             self.finished_T.append(T)
         if self.write:
             extra = {**self._top(), "finished_T": self.finished_T}
+            write_metrics(self.out_dir, self.metrics, self.config, extra, status="running")
+
+    def progress(self, T: int, metrics: dict[str, float]) -> None:
+        """Keep what T has measured so far (its first test passes) and write the ``running``
+        record with ``partial_T``: a job killed before T finishes keeps those passes."""
+        self.metrics.update(metrics)
+        if self.write:
+            extra = {**self._top(), "finished_T": self.finished_T, "partial_T": T}
             write_metrics(self.out_dir, self.metrics, self.config, extra, status="running")
 
     def ok(self) -> Path | None:

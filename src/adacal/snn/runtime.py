@@ -8,9 +8,10 @@ memory in the heap removes the cost (:func:`tune_cpu_allocator`).
 The kept memory is not always reused: chunks of other sizes (other T, batch, network copy)
 fragment the heap, and a long job grows until the OS kills it (a T = 16 frontier job with
 six test passes reached 24 GB). :func:`release_free_memory` hands the heap's free pages back
-(``malloc_trim``); the evaluator calls it after a test batch once 1 GiB is free in the heap,
-and each target T calls it after conversion and calibration, so most batches keep the
-speed-up and the resident memory stays near what is live.
+(``malloc_trim``); the evaluator and the searches call it after each test batch or search
+sub-batch once :data:`RELEASE_BYTES` are free in the heap, and each target T calls it after
+conversion and calibration, so most batches keep the speed-up and the resident memory stays
+near what is live.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import functools
 import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+RELEASE_BYTES = 1 << 30  # free heap bytes after which a batch loop hands them back
 
 
 @functools.cache

@@ -131,9 +131,12 @@ def run_T(
     evaluate: Evaluate,
     cost: CostModel,
     fit_set: Callable[[int], tuple[Tensor, Tensor]],
+    progress: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Everything for one T: (its metrics, the search record)."""
+    """Everything for one T: (its metrics, the search record). ``progress`` gets the metrics
+    measured so far after each test pass (a job killed during a long T keeps those passes)."""
     names = parts.names
+    report = progress if progress is not None else (lambda _: None)
     compile_start = fused.compile_seconds()
     kept: list[SpikingNetwork] = []
     budgets: list[tuple[str, SpikingNetwork]] = []
@@ -147,6 +150,7 @@ def run_T(
         metrics.update(score_metrics(keys.UNCOMPRESSED, full, T, names))
         metrics.update(energy_metrics(cost, kept[0].sites, full, T, keys.UNCOMPRESSED))
         del kept[:]
+        report(metrics)
     while budgets:  # the compression's other budgets (compression.frontier), every sample T steps
         name, other = budgets.pop(0)
         start = time.perf_counter()
@@ -155,6 +159,9 @@ def run_T(
         metrics[keys.key(keys.TIME, f"evaluation_{name}_s", T)] = time.perf_counter() - start
         metrics.update(score_metrics(prefix, res_budget, T, names))
         metrics.update(energy_metrics(cost, other.sites, res_budget, T, prefix))
+        del other
+        release_free_memory()  # a budget network's state (snn.runtime)
+        report(metrics)
     eta, points = None, []
     if parts.policy is not None:
         x_fit, y_fit = fit_set(int(parts.policy.fit_batches) * int(parts.policy.batch_size))
@@ -177,6 +184,7 @@ def run_T(
     metrics.update(snn_metrics(net, res, T, calib_s, eval_s, names))
     metrics.update(search_metrics(record, T))
     metrics.update(energy_metrics(cost, net.sites, res, T, keys.TEST))
+    report(metrics)
     if parts.policy is not None and parts.policy.compare_full:  # the same network, no exits
         start = time.perf_counter()
         full = evaluate(net, T, replay=points) if points else evaluate(net, T)
@@ -187,6 +195,7 @@ def run_T(
             prefix = keys.replay(name)
             metrics.update(score_metrics(prefix, res_point, T, names))
             metrics.update(energy_metrics(cost, net.sites, res_point, T, prefix))
+        report(metrics)
     if parts.compare_baseline:
         if parts.is_baseline:
             base_res, base_sites = res, net.sites
@@ -223,12 +232,15 @@ def run_all_T(
     record: Any,
 ) -> None:
     """:func:`run_T` for every target T on the calibration ``images`` [N, C, H, W]; each T's
-    metrics reach the run record as it finishes (``record.finish_T``: a failure keeps them)
-    and its search record goes to ``adaptive_T{T}.json`` beside it."""
+    metrics reach the run record after each of its test passes (``record.progress``) and as it
+    finishes (``record.finish_T``), so a failure keeps them; its search record goes to
+    ``adaptive_T{T}.json`` beside it."""
     cost = CostModel.of(convert(model, parts.neuron, images[:1]).to(images.device), images[:1])
     for T in timesteps:
         record.start("snn", T)
-        metrics, search = run_T(parts, model, images, T, evaluate, cost, fit_set)
+        metrics, search = run_T(
+            parts, model, images, T, evaluate, cost, fit_set, lambda m, T=T: record.progress(T, m)
+        )
         if record.write and search:
             (record.out_dir / f"adaptive_T{T}.json").write_text(json.dumps(search, indent=1))
         record.finish_T(T, metrics)
