@@ -215,6 +215,28 @@ def test_renderer_exact_markdown_and_csv(sweep, tmp_path):
     assert "Empty cells (no run gave a value): AdaFire at T=4; AdaFire at T=8." in md
 
 
+def test_a_run_stopped_inside_a_T_lists_it_apart_from_the_finished_ones(tmp_path):
+    """A record keeps the finished test passes of the T it stopped in: the T counts as
+    measured (its cells come from it) but the run line says it did not finish."""
+    from adacal.reporting.records import read_run
+    from adacal.reporting.render import _run_line
+
+    metrics = {"snn/test/acc_T4": 0.5, "snn/test/acc_T8": 0.6, "snn/budget_1.1/acc_T8": 0.55}
+    error = RuntimeError("out of memory")
+    write_failure(tmp_path / "a", error, metrics=metrics, finished_T=[4])
+    running = {"finished_T": [4], "partial_T": 8}
+    write_metrics(tmp_path / "b", metrics, {}, extra=running, status="running")
+    write_metrics(tmp_path / "c", metrics, {}, status="running")  # no finished_T: older records
+    a, b, c = (read_run(tmp_path / name) for name in "abc")
+    assert a.timesteps() == b.timesteps() == c.timesteps() == [4, 8]
+    assert a.finished_T == b.finished_T == (4,) and c.finished_T is None
+    assert a.partial_timesteps() == b.partial_timesteps() == [8] and c.partial_timesteps() == []
+    kept = "T done: 4; stopped inside T = 8, its finished passes kept"
+    assert f"failed: RuntimeError: out of memory ({kept})" in _run_line(a, [tmp_path])
+    assert f"killed; {kept})" in _run_line(b, [tmp_path])
+    assert _run_line(c, [tmp_path]).endswith("T done: 4, 8)")
+
+
 def test_mean_and_std_over_seeds(sweep):
     """mean = Σv/n, std = sqrt(Σ(v − mean)²/(n − 1)) per cell, over the seeds that ran."""
     out = render(parse_spec(SPEC, "fabricated"), [sweep], None)

@@ -8,7 +8,8 @@ Layout::
 A ``failed`` record also holds ``error`` (one line: ``ConfigError: snn.T: ...``,
 ``interrupted: SIGINT``), ``traceback``, ``stopped_at`` (the stage and T that were running),
 ``finished_T`` (the T whose metrics it keeps) and, for a signal, ``interrupted``
-(``SIGINT`` / ``SIGTERM``).
+(``SIGINT`` / ``SIGTERM``). The metrics also hold the test passes that finished within the
+T that was running (``stopped_at.T``); a ``running`` record names that T ``partial_T``.
 
 Accuracies are fractions in [0, 1]. Files are written atomically (temporary file in the
 same folder, flushed to disk, then ``os.replace``), so a reader never sees half a file, also
@@ -123,7 +124,8 @@ def write_failure(
     """Write ``metrics.json`` for a failed run: status ``"failed"`` and the error message.
 
     ``path`` as in :func:`write_metrics`. Any ``metrics`` gathered before the failure are kept
-    (every finished T), but the status is never ``"ok"``. ``stopped_at`` says what was running
+    (every finished T and the finished test passes of the running one), but the status is
+    never ``"ok"``. ``stopped_at`` says what was running
     (``{"stage": "snn", "T": 4}``), ``finished_T`` which T the metrics hold; a signal adds
     ``interrupted: SIGINT``. ``extra`` adds top-level entries as in :func:`write_metrics`.
     """

@@ -73,6 +73,7 @@ class RunRecord:
     overrides: tuple[str, ...] = ()
     error: str | None = None
     choices: dict[str, Any] = field(default_factory=dict)
+    finished_T: tuple[int, ...] | None = None  # None: not recorded (every scored T finished)
 
     @property
     def method(self) -> str:
@@ -91,6 +92,12 @@ class RunRecord:
             if keys.under(text, keys.TEST) and (k := keys.parse(text)) and not k.anytime
         }
         return sorted(found)
+
+    def partial_timesteps(self) -> list[int]:
+        """The T with some test passes but not finished (a run stopped inside that T)."""
+        if self.finished_T is None:
+            return []
+        return [T for T in self.timesteps() if T not in self.finished_T]
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,13 @@ def read_run(folder: Path) -> RunRecord:
         overrides=tuple(overrides),
         error=record.get("error"),
         choices=dict(record.get("choices") or {}),
+        finished_T=_finished(record.get("finished_T")),
     )
+
+
+def _finished(value: Any) -> tuple[int, ...] | None:
+    """A record's ``finished_T`` list as a tuple (None when absent or not a list)."""
+    return tuple(int(T) for T in value) if isinstance(value, list) else None
 
 
 # the energy names whose messages form an IF network shares (adacal.keys.burst_name)

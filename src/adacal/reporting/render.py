@@ -337,12 +337,16 @@ def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
     overrides = (
         " ".join(o for o in run.overrides if not o.startswith("hydra")) or "no overrides recorded"
     )
+    partial = run.partial_timesteps()
+    finished = [T for T in run.timesteps() if T not in partial]
+    done = ", ".join(map(str, finished)) or "none"
+    if partial:
+        done += f"; stopped inside T = {', '.join(map(str, partial))}, its finished passes kept"
     if run.status == "failed":
         detail = f"failed: {run.error or 'no error recorded'}"
         if run.timesteps():
-            detail += f" (T done: {', '.join(map(str, run.timesteps()))})"
+            detail += f" (T done: {done})"
     elif run.status == "running":
-        done = ", ".join(map(str, run.timesteps())) or "none"
         detail = f"incomplete (status running: still running, or killed; T done: {done})"
     else:
         detail = "missing: no metrics.json (killed before its first T, or not started)"
