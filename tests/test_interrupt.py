@@ -166,22 +166,22 @@ def test_other_failures_keep_finished_T_too(tmp_path, capsys, monkeypatch, ckpt)
 
 
 def test_a_failure_during_a_T_keeps_its_finished_test_passes(tmp_path, monkeypatch, ckpt):
-    """A T runs several test passes (here the burst network, then its IF baseline); a crash in
-    the second keeps the first: a T = 16 frontier job killed after five of its six passes
-    used to lose all five."""
+    """A T runs several test passes (here the AdaFire network, then its IF baseline); a crash
+    in the second keeps the first and the search record: a T = 16 frontier job killed after
+    five of its six passes used to lose all five."""
     import adacal.pipeline as pipeline
 
     real, calls, running = pipeline.evaluate, [], {}
 
     def evaluate(cfg, net, datamodule, T, exit_thresholds=None, **kw):
         calls.append(T)
-        if calls.count(2) == 2:  # the baseline's pass, after the burst network's (T = 0: ANN)
+        if calls.count(2) == 2:  # the baseline's pass, after AdaFire's (T = 0: the ANN)
             running.update(read_metrics(tmp_path / "run"))
             raise MemoryError("killed (simulated)")
         return real(cfg, net, datamodule, T, exit_thresholds, **kw)
 
     monkeypatch.setattr(pipeline, "evaluate", evaluate)
-    overrides = [*BASE, f"ann.checkpoint={ckpt}", "snn.T=[2]", "neuron=burst"]
+    overrides = [*BASE, f"ann.checkpoint={ckpt}", "snn.T=[2]", "neuron=adafire"]
     with pytest.raises(MemoryError):
         pipeline.run(_compose(tmp_path, [*overrides, "snn.compare_baseline=true"]))
     assert running["status"] == "running" and running["partial_T"] == 2
@@ -193,6 +193,9 @@ def test_a_failure_during_a_T_keeps_its_finished_test_passes(tmp_path, monkeypat
     assert kept == running["metrics"] and 0 <= kept["snn/test/acc_T2"] <= 1
     assert kept["snn/test/energy_uj_T2"] > 0 and "snn/time/evaluation_s_T2" in kept
     assert not any("baseline" in k for k in kept)  # the pass that crashed left nothing
+    search = json.loads((tmp_path / "run" / "adaptive_T2.json").read_text())
+    sites = [k for k in kept if k.startswith("snn/test/site") and k.endswith("_rate_T2")]
+    assert len(search["adafire"]["phi"]) == len(sites) > 0  # one φ per neuron site
 
 
 def _compose(tmp_path, overrides):

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -131,12 +132,11 @@ def run_T(
     evaluate: Evaluate,
     cost: CostModel,
     fit_set: Callable[[int], tuple[Tensor, Tensor]],
-    progress: Callable[[dict[str, float]], None] | None = None,
+    progress: Callable[[dict[str, float], dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Everything for one T: (its metrics, the search record). ``progress`` gets the metrics
-    measured so far after each test pass (a job killed during a long T keeps those passes)."""
+    """Everything for one T: (its metrics, the search record). ``progress`` gets both as
+    they stand after each test pass (a job killed during a long T keeps those passes)."""
     names = parts.names
-    report = progress if progress is not None else (lambda _: None)
     compile_start = fused.compile_seconds()
     kept: list[SpikingNetwork] = []
     budgets: list[tuple[str, SpikingNetwork]] = []
@@ -145,12 +145,17 @@ def run_T(
     )
     release_free_memory()  # the searches' and calibration's freed activations (snn.runtime)
     metrics: dict[str, float] = {}
+
+    def report() -> None:
+        if progress is not None:
+            progress(metrics, record)
+
     if kept:  # the same network before compression, evaluated on the same test set
         full = evaluate(kept[0], T)
         metrics.update(score_metrics(keys.UNCOMPRESSED, full, T, names))
         metrics.update(energy_metrics(cost, kept[0].sites, full, T, keys.UNCOMPRESSED))
         del kept[:]
-        report(metrics)
+        report()
     while budgets:  # the compression's other budgets (compression.frontier), every sample T steps
         name, other = budgets.pop(0)
         start = time.perf_counter()
@@ -161,7 +166,7 @@ def run_T(
         metrics.update(energy_metrics(cost, other.sites, res_budget, T, prefix))
         del other
         release_free_memory()  # a budget network's state (snn.runtime)
-        report(metrics)
+        report()
     eta, points = None, []
     if parts.policy is not None:
         x_fit, y_fit = fit_set(int(parts.policy.fit_batches) * int(parts.policy.batch_size))
@@ -184,7 +189,7 @@ def run_T(
     metrics.update(snn_metrics(net, res, T, calib_s, eval_s, names))
     metrics.update(search_metrics(record, T))
     metrics.update(energy_metrics(cost, net.sites, res, T, keys.TEST))
-    report(metrics)
+    report()
     if parts.policy is not None and parts.policy.compare_full:  # the same network, no exits
         start = time.perf_counter()
         full = evaluate(net, T, replay=points) if points else evaluate(net, T)
@@ -195,7 +200,7 @@ def run_T(
             prefix = keys.replay(name)
             metrics.update(score_metrics(prefix, res_point, T, names))
             metrics.update(energy_metrics(cost, net.sites, res_point, T, prefix))
-        report(metrics)
+        report()
     if parts.compare_baseline:
         if parts.is_baseline:
             base_res, base_sites = res, net.sites
@@ -234,13 +239,21 @@ def run_all_T(
     """:func:`run_T` for every target T on the calibration ``images`` [N, C, H, W]; each T's
     metrics reach the run record after each of its test passes (``record.progress``) and as it
     finishes (``record.finish_T``), so a failure keeps them; its search record goes to
-    ``adaptive_T{T}.json`` beside it."""
+    ``adaptive_T{T}.json`` beside it at the same moments."""
     cost = CostModel.of(convert(model, parts.neuron, images[:1]).to(images.device), images[:1])
+
+    def keep_search(T: int, search: dict[str, Any]) -> None:
+        if record.write and search:
+            (record.out_dir / f"adaptive_T{T}.json").write_text(json.dumps(search, indent=1))
+
+    def progress(T: int, metrics: dict[str, float], search: dict[str, Any]) -> None:
+        keep_search(T, search)
+        record.progress(T, metrics)
+
     for T in timesteps:
         record.start("snn", T)
         metrics, search = run_T(
-            parts, model, images, T, evaluate, cost, fit_set, lambda m, T=T: record.progress(T, m)
+            parts, model, images, T, evaluate, cost, fit_set, partial(progress, T)
         )
-        if record.write and search:
-            (record.out_dir / f"adaptive_T{T}.json").write_text(json.dumps(search, indent=1))
+        keep_search(T, search)
         record.finish_T(T, metrics)
