@@ -130,7 +130,7 @@ def test_prefix_reuse_gives_the_same_numbers_for_fewer_site_steps(digits, digits
     assert fast.sensitivity == slow.sensitivity and fast.spikes == slow.spikes
     assert fast.base_spikes == slow.base_spikes
     batches, changed = 3, 3  # 24 images in sub-batches of 8; 3 non-base variants per site
-    assert trims == [{"min_free_bytes": 1 << 30}] * (2 * batches)
+    assert trims == [{"min_free_bytes": 1 << 30}] * (2 * batches)  # fast, then slow
     # without reuse: the base run plus every variant re-simulate all L sites for T steps
     assert slow.site_steps == batches * T * (L + L * changed * L)
     # with reuse: the base run, the base pass up to the last site, and suffixes from site l

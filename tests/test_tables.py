@@ -221,7 +221,7 @@ def test_a_run_stopped_inside_a_T_lists_it_apart_from_the_finished_ones(tmp_path
     from adacal.reporting.records import read_run
     from adacal.reporting.render import _run_line
 
-    metrics = {"snn/test/acc_T4": 0.5, "snn/test/acc_T8": 0.6, "snn/budget_1.1/acc_T8": 0.55}
+    metrics = {"snn/test/acc_T4": 0.5, "snn/test/acc_T8": 0.6, "snn/budget/rho1.1/acc_T8": 0.55}
     error = RuntimeError("out of memory")
     write_failure(tmp_path / "a", error, metrics=metrics, finished_T=[4])
     running = {"finished_T": [4], "partial_T": 8}
@@ -235,6 +235,12 @@ def test_a_run_stopped_inside_a_T_lists_it_apart_from_the_finished_ones(tmp_path
     assert f"failed: RuntimeError: out of memory ({kept})" in _run_line(a, [tmp_path])
     assert f"killed; {kept})" in _run_line(b, [tmp_path])
     assert _run_line(c, [tmp_path]).endswith("T done: 4, 8)")
+    # stopped after the budget passes of T = 8, before its main pass: still a partial T
+    budget_only = {"snn/test/acc_T4": 0.5, "snn/budget/rho1.1/acc_T8": 0.55}
+    write_failure(tmp_path / "d", error, metrics=budget_only, finished_T=[4])
+    d = read_run(tmp_path / "d")
+    assert d.timesteps() == [4] and d.partial_timesteps() == [8]
+    assert f"({kept})" in _run_line(d, [tmp_path])
 
 
 def test_mean_and_std_over_seeds(sweep):

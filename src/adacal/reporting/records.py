@@ -94,10 +94,12 @@ class RunRecord:
         return sorted(found)
 
     def partial_timesteps(self) -> list[int]:
-        """The T with some test passes but not finished (a run stopped inside that T)."""
+        """The T with some test passes (any ``snn/.../<name>_T{T}`` key: the network before
+        compression, a budget, the main pass) but not finished: a run stopped inside that T."""
         if self.finished_T is None:
             return []
-        return [T for T in self.timesteps() if T not in self.finished_T]
+        seen = {k.T for k in keys.parsed(self.metrics) if k.prefix.startswith("snn/")}
+        return sorted(T for T in seen if T not in self.finished_T)
 
 
 @dataclass(frozen=True)

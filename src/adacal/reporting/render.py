@@ -344,7 +344,7 @@ def _run_line(run: RunRecord, roots: Sequence[Path]) -> str:
         done += f"; stopped inside T = {', '.join(map(str, partial))}, its finished passes kept"
     if run.status == "failed":
         detail = f"failed: {run.error or 'no error recorded'}"
-        if run.timesteps():
+        if run.timesteps() or partial:
             detail += f" (T done: {done})"
     elif run.status == "running":
         detail = f"incomplete (status running: still running, or killed; T done: {done})"
